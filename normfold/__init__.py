@@ -1,0 +1,20 @@
+"""normfold: fold frozen normalization statistics into Conv/Linear weights, export, verify."""
+from .export import ExportResult, export
+from .fold import FoldReport, FoldResult, fold
+from .nn import NotFoldableError, inference_affine, register_norm
+from .verify import VerifyReport, verify
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ExportResult",
+    "FoldReport",
+    "FoldResult",
+    "NotFoldableError",
+    "export",
+    "fold",
+    "inference_affine",
+    "register_norm",
+    "verify",
+    "VerifyReport",
+]

@@ -1,0 +1,1 @@
+"""Latency benchmarks on onnxruntime (issue 6)."""

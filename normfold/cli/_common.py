@@ -1,0 +1,133 @@
+"""Arguments and model loading shared by the subcommands.
+
+A bad argument raises UsageError; ``main`` turns it into one line on stderr and
+exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input or environment: exit 2 with this message."""
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input shape must be comma-separated integers, got {text!r}") from None
+    if not shape or any(d < 1 for d in shape):
+        raise argparse.ArgumentTypeError(f"input shape must be positive integers, got {text!r}")
+    return shape
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="a zoo name (see `normfold zoo`) or path/to/file.py:factory; default: the bundled default model",
+    )
+    parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="N,C,H,W",
+                        help="example input shape (default: the zoo model's, or 1,3,224,224)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the example input (default 0)")
+
+
+def load_model(spec: str | None) -> tuple[str, nn.Module, tuple[int, ...] | None]:
+    """(display name, model in eval mode, default input shape or None)."""
+    from normfold import zoo
+
+    if spec is None:
+        spec = zoo.DEFAULT
+    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
+        return spec, _load_factory(spec), None
+    if spec not in zoo.ZOO:
+        raise UsageError(
+            f"unknown model {spec!r}: not a zoo name ({', '.join(sorted(zoo.ZOO))}) "
+            "nor path/to/file.py:factory"
+        )
+    return spec, zoo.build(spec), zoo.ZOO[spec].input_shape
+
+
+def _load_factory(spec: str) -> nn.Module:
+    path_text, factory_name = spec.rsplit(":", 1)
+    path = Path(path_text)
+    if not path.is_file():
+        raise UsageError(f"model file {path} does not exist")
+    module_spec = importlib.util.spec_from_file_location(f"_normfold_user_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise UsageError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise UsageError(f"{path} has no callable {factory_name!r}")
+    try:
+        model = factory()
+    except Exception as exc:
+        raise UsageError(f"{spec}() raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"{spec}() returned {type(model).__name__}, not a torch.nn.Module")
+    return model.eval()
+
+
+def example_input(model: nn.Module, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """A seeded normal input the model accepts, or UsageError naming the shape."""
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    try:
+        with torch.no_grad():
+            model(x)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UsageError(
+            f"the model rejects input shape {','.join(map(str, shape))}: {type(exc).__name__}: {first}"
+        ) from exc
+    return x
+
+
+def writable_dir(path: Path) -> Path:
+    """Create ``path`` if needed and prove it can be written, or UsageError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise UsageError(f"output directory {path} cannot be written: {exc.strerror or exc}") from exc
+    return path
+
+
+def write_json_atomic(data: dict, path: Path) -> None:
+    """Write ``data`` as JSON to a temporary file beside ``path``, then rename."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--json {path} is a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    except OSError as exc:
+        raise UsageError(f"--json {path} cannot be written: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def error(message: str) -> int:
+    print(f"normfold: error: {message}", file=sys.stderr)
+    return EXIT_USAGE

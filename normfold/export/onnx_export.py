@@ -1,0 +1,148 @@
+"""Export to ONNX: fold (optional) -> torch.onnx.export (dynamo) -> onnxsim -> onnx.checker.
+
+With ``fold=False`` the model is exported as it is, norm layers kept: the
+exporter's optimizer and onnxsim's fuse-bn-into-conv are both turned off, so the
+file really is the unfolded baseline (otherwise Conv->BatchNormalization would
+be fused by the tools, and the comparison would measure nothing).
+
+The file is written to a temporary name beside ``path`` and moved into place
+only after it passes ``onnx.checker``: a failed export leaves nothing behind.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import copy
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from ..fold import FoldReport, as_input_tuple, fold as fold_model
+
+
+class ExportError(RuntimeError):
+    """torch.onnx.export, onnxsim or onnx.checker rejected the model."""
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    fold_report: FoldReport | None
+    op_counts: dict[str, int] = field(default_factory=dict)
+
+
+def op_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """ONNX op type -> number of nodes in the main graph, most frequent first."""
+    return dict(collections.Counter(n.op_type for n in model.graph.node).most_common())
+
+
+def export(
+    model: nn.Module,
+    example_inputs: Any,
+    path: str | os.PathLike,
+    *,
+    fold: bool = True,
+    opset: int = 18,
+    dynamic_batch: bool = True,
+    simplify: bool = True,
+) -> ExportResult:
+    """Export ``model`` (folded unless ``fold=False``) to ``path``; the caller's model is untouched."""
+    path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"export path {path} is a directory; give a file name ending in .onnx")
+    if not path.parent.is_dir():
+        raise ExportError(f"export path {path}: directory {path.parent} does not exist")
+    inputs = as_input_tuple(example_inputs)
+    report = None
+    if fold:
+        result = fold_model(model, inputs)
+        work, report = result.model, result.report
+    else:
+        work = copy.deepcopy(model).eval()
+
+    proto = _torch_export(work, inputs, opset=opset, dynamic_batch=dynamic_batch, optimize=fold)
+    if simplify:
+        proto = _simplify(proto, keep_norms=not fold)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:
+        raise ExportError(f"onnx.checker rejected the exported model: {exc}") from exc
+    write_atomic(proto, path)
+    return ExportResult(path=path, fold_report=report, op_counts=op_counts(proto))
+
+
+def _torch_export(model: nn.Module, inputs: tuple, *, opset: int, dynamic_batch: bool, optimize: bool) -> onnx.ModelProto:
+    dynamic_shapes = None
+    if dynamic_batch:
+        # torch.export specializes a dimension whose example size is 1; trace with batch 2.
+        inputs = tuple(t.expand(2, *t.shape[1:]).contiguous() if t.shape[0] == 1 else t for t in inputs)
+        batch = torch.export.Dim("batch")
+        dynamic_shapes = tuple({0: batch} for _ in inputs)
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                model,
+                inputs,
+                dynamo=True,
+                opset_version=opset,
+                dynamic_shapes=dynamic_shapes,
+                optimize=optimize,
+                verbose=False,
+            )
+    except Exception as exc:
+        raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {_first_line(exc)}") from exc
+    return program.model_proto
+
+
+def _simplify(proto: onnx.ModelProto, *, keep_norms: bool) -> onnx.ModelProto:
+    import onnxsim
+
+    try:
+        simplified, ok = onnxsim.simplify(proto, skip_fuse_bn=keep_norms)
+    except Exception as exc:
+        raise ExportError(f"onnxsim failed: {_first_line(exc)}") from exc
+    if not ok:
+        raise ExportError("onnxsim could not validate the simplified model")
+    return simplified
+
+
+def write_atomic(proto: onnx.ModelProto, path: Path) -> None:
+    """Serialize to a temporary file in ``path``'s directory, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(proto.SerializeToString())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The dynamo exporter logs progress and warnings on every call; keep only errors."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"

@@ -1,0 +1,60 @@
+"""Shared test helpers.
+
+Equivalence in tests is judged the way normfold's verify judges it, but computed
+here independently: the float64 run of the *original* model is the oracle, and a
+candidate may be at most K times as far from it as the original fp32 model is,
+plus a floor of a few ulps of the output scale.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+K = 8.0
+FLOOR_ULPS = 64.0
+
+
+def run_eager(model: torch.nn.Module, x: torch.Tensor, dtype=torch.float32) -> np.ndarray:
+    m = copy.deepcopy(model).eval().to(dtype)
+    with torch.no_grad():
+        return m(x.to(dtype)).double().numpy()
+
+
+def run_onnx(path, x: torch.Tensor) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x.float().numpy()})[0].astype(np.float64)
+
+
+def fp32_budget(model: torch.nn.Module, x: torch.Tensor) -> tuple[np.ndarray, float]:
+    """(oracle output in float64, the largest error a faithful fp32 variant may have)."""
+    oracle = run_eager(model, x, torch.float64)
+    e32 = np.abs(run_eager(model, x, torch.float32) - oracle).max()
+    scale = np.abs(oracle).max()
+    return oracle, K * e32 + FLOOR_ULPS * np.finfo(np.float32).eps * scale
+
+
+def assert_equivalent_outputs(model, candidate: np.ndarray, x: torch.Tensor) -> float:
+    """Assert ``candidate`` (an output for input x) is as close to model's fp64 output as fp32 is."""
+    oracle, allowed = fp32_budget(model, x)
+    err = float(np.abs(candidate - oracle).max())
+    assert err <= allowed, f"error {err:.3g} exceeds the fp32 budget {allowed:.3g}"
+    return err
+
+
+def populate_stats(model: torch.nn.Module, shape, steps: int = 4, seed: int = 0) -> torch.nn.Module:
+    """Training-mode passes so running statistics are real, then eval mode."""
+    from normfold.zoo.populate import populate
+
+    return populate(model, shape, steps=steps, seed=seed).eval()
+
+
+@pytest.fixture
+def tmp_onnx(tmp_path):
+    return tmp_path / "model.onnx"
