@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import run
+from . import bench, inspect, run, verify, zoo
 from ._common import EXIT_USAGE, UsageError, error
 
-SUBCOMMANDS = (run,)
+SUBCOMMANDS = (run, inspect, verify, bench, zoo)
 
 
 def build_parser() -> argparse.ArgumentParser:
