@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..fold import FoldReport, as_input_tuple, fold as fold_model
+from ..nn.bake import bake_weights
 
 
 class ExportError(RuntimeError):
@@ -66,7 +67,7 @@ def export(
         result = fold_model(model, inputs)
         work, report = result.model, result.report
     else:
-        work = copy.deepcopy(model).eval()
+        work = bake_weights(copy.deepcopy(model).eval())
 
     proto = _torch_export(work, inputs, opset=opset, dynamic_batch=dynamic_batch, optimize=fold)
     if simplify:

@@ -25,6 +25,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..nn.affine import NotFoldableError, inference_affine, is_norm
+from ..nn.bake import bake_weights
 from .algebra import fold_into_producer, is_block_diagonal
 from .report import FoldReport, Folded, Skipped
 
@@ -76,7 +77,7 @@ def fold(model: nn.Module, example_inputs: Any) -> FoldResult:
     if not isinstance(model, nn.Module):
         raise TypeError(f"fold: model must be a torch.nn.Module, got {type(model).__name__}")
     inputs = as_input_tuple(example_inputs)
-    work = copy.deepcopy(model).eval()
+    work = bake_weights(copy.deepcopy(model).eval())
     gm = trace(work)
     with torch.no_grad():
         ShapeProp(gm).propagate(*inputs)

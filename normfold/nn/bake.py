@@ -1,0 +1,40 @@
+"""Bake computed weights into plain modules before folding or export.
+
+Weight normalization computes a layer's effective weight on every call
+(torch's ``parametrize``-based ``weight_norm``/``spectral_norm``, normfold's
+weight-standardized convs). At inference that weight is a constant, so it is
+computed once and stored: the ONNX graph then holds a single Conv per layer,
+and the fold pass sees a plain Conv it can fold into.
+
+A module takes part by a ``baked()`` method returning an equivalent plain
+module (e.g. ``WSConv2d.baked() -> nn.Conv2d``).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+
+@torch.no_grad()
+def bake_weights(model: nn.Module) -> nn.Module:
+    """Replace computed weights by constants, IN PLACE; call it on your own copy.
+
+    Returns ``model`` (or its replacement, if ``model`` itself bakes).
+    """
+    for name, module in list(model.named_modules()):
+        if parametrize.is_parametrized(module):
+            for tensor_name in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=True)
+    return _replace_baked(model)
+
+
+def _replace_baked(module: nn.Module) -> nn.Module:
+    baked = getattr(module, "baked", None)
+    if callable(baked):
+        return baked()
+    for name, child in list(module.named_children()):
+        new = _replace_baked(child)
+        if new is not child:
+            setattr(module, name, new)
+    return module
