@@ -26,6 +26,31 @@ def check_input(module: torch.nn.Module, x: torch.Tensor, num_features: int) -> 
         )
 
 
+def check_args(layer: str, *, eps: float | None = None, momentum: float | None = None) -> None:
+    """Raise a ValueError naming the layer, the argument and its value."""
+    if eps is not None and not eps > 0:
+        raise ValueError(f"{layer}: eps must be > 0, got {eps!r}")
+    if momentum is not None and not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"{layer}: momentum must be in [0, 1], got {momentum!r}")
+
+
+def positions(module: torch.nn.Module, x: torch.Tensor) -> int:
+    """``m = N * prod(S)``; training statistics need m > 1 (as torch's batch norm does)."""
+    m = x.numel() // x.shape[1]
+    if m < 2:
+        raise ValueError(
+            f"{type(module).__name__} expects more than 1 value per channel when training, "
+            f"got input of shape {tuple(x.shape)}"
+        )
+    return m
+
+
+def batch_mean_var(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and *biased* variance over the N * prod(S) positions."""
+    xm = channel_matrix(x)
+    return xm.mean(dim=1), xm.var(dim=1, unbiased=False)
+
+
 def channel_matrix(x: torch.Tensor) -> torch.Tensor:
     """``(N, C, *S) -> (C, m)``: one row per channel, one column per position."""
     return x.transpose(0, 1).reshape(x.shape[1], -1)
@@ -57,3 +82,8 @@ def apply_grouped(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def update_running(running: torch.Tensor, batch: torch.Tensor, momentum: float) -> None:
     """PyTorch's convention: ``running = (1 - momentum) * running + momentum * batch``."""
     running.mul_(1.0 - momentum).add_(batch.detach().to(running.dtype), alpha=momentum)
+
+
+def unbiased(biased: torch.Tensor, m: int) -> torch.Tensor:
+    """Running variances/covariances store the unbiased estimate, as torch's batch norm does."""
+    return biased * (m / (m - 1))

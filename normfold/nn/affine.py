@@ -97,15 +97,26 @@ def inference_affine(module: nn.Module) -> AffineMap:
 
 
 @torch.no_grad()
+def diagonal_affine(
+    running_var: torch.Tensor,
+    eps: float,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    running_mean: torch.Tensor | None = None,
+) -> AffineMap:
+    """A = gamma / sqrt(var + eps) (diagonal), c = beta - A mu (mu = 0 when not centering)."""
+    a = (running_var.double() + eps).rsqrt()
+    if weight is not None:
+        a = a * weight.double()
+    c = torch.zeros_like(a) if running_mean is None else -a * running_mean.double()
+    if bias is not None:
+        c = c + bias.double()
+    return a, c
+
+
 def _batchnorm_affine(bn: nn.modules.batchnorm._NormBase) -> AffineMap:
     """A = gamma / sqrt(var + eps) (diagonal), c = beta - A mu."""
-    a = (bn.running_var.double() + bn.eps).rsqrt()
-    if bn.affine:
-        a = a * bn.weight.double()
-    c = -a * bn.running_mean.double()
-    if bn.affine:
-        c = c + bn.bias.double()
-    return a, c
+    return diagonal_affine(bn.running_var, bn.eps, bn.weight, bn.bias, bn.running_mean)
 
 
 # torch's BatchNorm1d/2d/3d, SyncBatchNorm, LazyBatchNorm* and InstanceNorm with

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ._channels import channel_matrix, channel_view, check_input, update_running
+from ._channels import channel_matrix, channel_view, check_args, check_input, update_running
 
 
 class Centering(nn.Module):
@@ -17,6 +17,7 @@ class Centering(nn.Module):
         super().__init__()
         if num_features < 1:
             raise ValueError(f"Centering: num_features must be >= 1, got {num_features}")
+        check_args("Centering", momentum=momentum)
         self.num_features = num_features
         self.momentum = momentum
         self.affine = affine
