@@ -51,16 +51,16 @@ NORM_NOTES = {
     "scale": "variance-only Scaling",
     "brn": "Batch Renormalization",
     "iternorm": "IterNorm whitening (group 64, T=5)",
-    "zca": "ZCA whitening",
-    "pca": "PCA whitening",
-    "cholesky": "Cholesky whitening",
-    "decorr": "decorrelated BN",
+    "zca": "ZCA whitening (group 16)",
+    "pca": "PCA whitening (group 16)",
+    "cholesky": "Cholesky whitening (group 16)",
+    "decorr": "PCA decorrelation without rescaling (group 16)",
     "gn": "GroupNorm (not foldable)",
     "ln": "LayerNorm over channels (not foldable)",
 }
 
 NAMES = (
-    *(f"resnet18-{n}" for n in ("iternorm", "bn", "center", "zca", "cholesky")),
+    *(f"resnet18-{n}" for n in ("iternorm", "bn", "center", "scale", "brn", "zca", "pca", "cholesky", "decorr", "gn")),
     "resnet50-bn",
     "mobilenetv2-bn",
     "vgg11-bn",
