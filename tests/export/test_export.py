@@ -1,0 +1,57 @@
+"""normfold.export: unfolded baseline really keeps its norms, writes are atomic, bad paths named."""
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+from torch import nn
+
+import normfold
+from normfold.export import ExportError
+
+from ..conftest import assert_equivalent_outputs, populate_stats, run_onnx
+
+
+@pytest.fixture(scope="module")
+def model():
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))
+    return populate_stats(m, (16, 3, 6, 6))
+
+
+def test_unfolded_export_keeps_batchnorm_and_folded_does_not(model, tmp_path):
+    x = torch.randn(1, 3, 6, 6)
+    base = normfold.export(model, x, tmp_path / "base.onnx", fold=False)
+    folded = normfold.export(model, x, tmp_path / "folded.onnx")
+    assert base.op_counts.get("BatchNormalization") == 1 and base.fold_report is None
+    assert "BatchNormalization" not in folded.op_counts
+    assert folded.op_counts["Conv"] == base.op_counts["Conv"] == 2
+    for path in (base.path, folded.path):
+        onnx.checker.check_model(onnx.load(path))
+        assert_equivalent_outputs(model, run_onnx(path, x), x)
+
+
+def test_batch_axis_is_dynamic(model, tmp_path):
+    result = normfold.export(model, torch.randn(1, 3, 6, 6), tmp_path / "m.onnx")
+    dim0 = onnx.load(result.path).graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim0.dim_param and not dim0.dim_value
+    x = torch.randn(5, 3, 6, 6)
+    assert run_onnx(result.path, x).shape == (5, 4, 6, 6)
+
+
+def test_failed_export_leaves_no_file_and_keeps_the_old_one(tmp_path):
+    class Rejects(nn.Module):
+        def forward(self, x):
+            return torch.linalg.eigh(x.flatten(1).T @ x.flatten(1))[0]  # no ONNX lowering
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"previous")
+    with pytest.raises(ExportError, match="Rejects"):
+        normfold.export(Rejects(), torch.randn(2, 3), path, fold=False)
+    assert path.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+@pytest.mark.parametrize("bad", ["missing-dir/m.onnx", "."])
+def test_bad_output_path_is_named(model, tmp_path, bad):
+    with pytest.raises(ExportError, match="export path"):
+        normfold.export(model, torch.randn(1, 3, 6, 6), tmp_path / bad)
