@@ -1,0 +1,179 @@
+"""onnxruntime sessions configured for benchmarking, and one-inference runners.
+
+Everything that changes latency is set explicitly and recorded: provider,
+graph optimization level, intra-/inter-op thread counts (intra-op defaults to
+the CPUs this process may run on, ``os.sched_getaffinity``), sequential
+execution, and on CUDA the cuDNN convolution algorithm search. On CUDA the
+input lives on the device and outputs are bound there (IO binding), so
+host<->device copies are not timed as compute.
+
+CUDA is probed, not assumed: onnxruntime-gpu lists CUDAExecutionProvider as
+available on machines without a GPU or without the CUDA libraries, then
+silently runs on CPU. A provider counts only if a session really got it.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..verify.session import PROVIDERS, SessionError, provider_name
+
+OPTIMIZATIONS = ("disable", "basic", "extended", "all")
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def default_threads() -> int:
+    """The number of CPUs this process may run on (its affinity mask)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    provider: str                       # "cpu" or "cuda"
+    optimization: str                   # "disable" ... "all"
+    intra_op_threads: int
+    inter_op_threads: int = 1
+    cudnn_conv_algo_search: str = "EXHAUSTIVE"
+
+    def __post_init__(self):
+        provider_name(self.provider)
+        if self.optimization not in OPTIMIZATIONS:
+            raise SessionError(f"unknown optimization level {self.optimization!r}; choose from {', '.join(OPTIMIZATIONS)}")
+        if self.intra_op_threads < 1 or self.inter_op_threads < 1:
+            raise SessionError(f"thread counts must be >= 1, got {self.intra_op_threads}/{self.inter_op_threads}")
+
+    @property
+    def ort_level(self) -> str:
+        return {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+                "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}[self.optimization]
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["graph_optimization_level"] = self.ort_level
+        if self.provider != "cuda":
+            del out["cudnn_conv_algo_search"]
+        return out
+
+
+@functools.lru_cache(maxsize=None)
+def cuda_unavailable_reason() -> str | None:
+    """None when a session really runs on CUDAExecutionProvider, else why not."""
+    import onnxruntime as ort
+
+    if PROVIDERS["cuda"] not in ort.get_available_providers():
+        return f"this onnxruntime build ({ort.__version__}) has no CUDAExecutionProvider"
+    import torch
+
+    if torch.version.cuda is not None and not torch.cuda.is_available():
+        return "torch.cuda.is_available() is False: no usable CUDA device"
+    ort.set_default_logger_severity(4)  # the failed probe logs a page of library errors
+    try:
+        session = ort.InferenceSession(_probe_model(), providers=[PROVIDERS["cuda"]])
+        got = session.get_providers()
+    except Exception as exc:
+        return f"onnxruntime could not create a CUDA session: {str(exc).strip().splitlines()[0]}"
+    finally:
+        ort.set_default_logger_severity(2)
+    if got[0] != PROVIDERS["cuda"]:
+        return ("onnxruntime lists CUDAExecutionProvider but a session fell back to "
+                f"{got[0]} (no GPU, or CUDA/cuDNN libraries missing)")
+    return None
+
+
+def _probe_model() -> bytes:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9).SerializeToString()
+
+
+def open_timed(path: str | os.PathLike, config: SessionConfig):
+    """(InferenceSession, creation time in ms) for ``path`` under ``config``."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise SessionError(f"ONNX file {path} does not exist")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, config.ort_level)
+    opts.intra_op_num_threads = config.intra_op_threads
+    opts.inter_op_num_threads = config.inter_op_threads
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    providers: list = [PROVIDERS["cpu"]]
+    if config.provider == "cuda":
+        providers = [(PROVIDERS["cuda"], {"device_id": 0, "cudnn_conv_algo_search": config.cudnn_conv_algo_search}),
+                     PROVIDERS["cpu"]]
+    start = time.perf_counter_ns()
+    try:
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as exc:
+        raise SessionError(f"onnxruntime cannot load {path}: {str(exc).strip().splitlines()[0]}") from exc
+    create_ms = (time.perf_counter_ns() - start) / 1e6
+    if session.get_providers()[0] != provider_name(config.provider):
+        raise SessionError(f"{path}: asked for {provider_name(config.provider)}, the session got {session.get_providers()}")
+    return session, create_ms
+
+
+def batch_mismatch(session, batch_size: int) -> str | None:
+    """Why this session cannot take a batch of ``batch_size`` (a fixed batch dim), or None."""
+    dim = session.get_inputs()[0].shape[0] if session.get_inputs()[0].shape else None
+    if isinstance(dim, int) and dim != batch_size:
+        return f"the file fixes the batch dimension to {dim}"
+    return None
+
+
+def make_input(session, sample_shape: tuple[int, ...], batch_size: int, seed: int = 0) -> np.ndarray:
+    """A seeded normal batch (batch_size, *sample_shape) in the session's input dtype."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise SessionError(f"bench feeds one input; this model takes {len(inputs)} ({', '.join(i.name for i in inputs)})")
+    meta = inputs[0]
+    dtype = _ORT_DTYPES.get(meta.type)
+    if dtype is None:
+        raise SessionError(f"input {meta.name!r} has type {meta.type}; bench feeds float tensors only")
+    shape = (batch_size, *sample_shape)
+    if len(meta.shape) != len(shape):
+        raise SessionError(f"input {meta.name!r} has rank {len(meta.shape)} {meta.shape}, the input shape {shape} has rank {len(shape)}")
+    for want, got in zip(meta.shape[1:], shape[1:]):
+        if isinstance(want, int) and want != got:
+            raise SessionError(f"input {meta.name!r} has shape {meta.shape}, the input shape is {shape}")
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def make_runner(session, provider: str, x: np.ndarray):
+    """A no-argument callable that runs one inference on ``x``.
+
+    CPU: ``session.run`` (no copies involved). CUDA: ``x`` is copied to the
+    device once, input and outputs are bound there, and each call is one
+    ``run_with_iobinding`` (which synchronizes the device before returning).
+    """
+    name = session.get_inputs()[0].name
+    if provider != "cuda":
+        feed = {name: x}
+        return lambda: session.run(None, feed)
+    import onnxruntime as ort
+
+    binding = session.io_binding()
+    x_device = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+    binding.bind_ortvalue_input(name, x_device)
+    for out in session.get_outputs():
+        binding.bind_output(out.name, "cuda", 0)
+
+    def run():
+        session.run_with_iobinding(binding)
+        return x_device  # keeps the device buffer alive as long as the runner
+
+    return run
