@@ -1,6 +1,15 @@
-"""Fold frozen normalization statistics into neighbouring Conv/Linear weights."""
-from .algebra import fold_into_producer
-from .graph import FoldError, FoldResult, as_input_tuple, fold
-from .report import FoldReport, Folded, Skipped
+"""Fold frozen normalization statistics into neighbouring Conv/ConvTranspose/Linear weights.
 
-__all__ = ["FoldError", "FoldReport", "FoldResult", "Folded", "Skipped", "as_input_tuple", "fold", "fold_into_producer"]
+``algebra``: the float64 math; ``rules/``: one fold rule per file (what it
+matches, why not, the rewrite); ``trace``: torch.fx with norms as leaves;
+``graph``: the pass that finds sites and dispatches; ``report``: the outcome.
+"""
+from .algebra import ChannelMap, fold_into_producer, is_block_diagonal
+from .graph import FoldResult, as_input_tuple, fold
+from .report import FoldReport, Folded, Skipped
+from .trace import FoldError
+
+__all__ = [
+    "ChannelMap", "FoldError", "FoldReport", "FoldResult", "Folded", "Skipped",
+    "as_input_tuple", "fold", "fold_into_producer", "is_block_diagonal",
+]

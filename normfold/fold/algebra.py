@@ -1,19 +1,199 @@
-"""Fold a frozen channel map into the producer that feeds it: pure tensor math.
+"""The fold algebra: pure float64 tensor functions, no graph.
 
-The producer computes ``z = W * x + b`` (Conv or Linear: output channel ``o`` is
-``W[o]``); the norm computes ``y = A z + c`` over the channel axis. Then
+A frozen norm is a channel map ``y = A x + c`` (A diagonal ``(C,)`` or full
+``(C, C)``). Chains compose:
 
-    W'[o] = sum_c A[o, c] W[c]          b' = A b + c
+    A2 (A1 x + c1) + c2 = (A2 A1) x + (A2 c1 + c2)
 
-exactly, for any stride, dilation, padding or padding mode, because the map acts
-on output channels only. A diagonal A (shape (C,)) scales each output channel;
-a full A mixes them, which a grouped conv can hold only if A is block-diagonal
-within its groups (the caller checks). Everything is computed in float64 and
-cast once to the producer's dtype.
+Every Conv/ConvTranspose/Linear weight is viewed per group as
+``K[g, o, i, *k]`` (G groups, O/G outputs, I/G inputs per group):
+
+    Conv           weight (O, I/G, *k)  -> (G, O/G, I/G, *k)
+    ConvTranspose  weight (I, O/G, *k)  -> (G, I/G, O/G, *k) -> swap to (G, O/G, I/G, *k)
+    Linear         weight (O, I)        -> (1, O, I)
+
+Backward (the map follows the layer; always exact):
+
+    K'[g] = A_g K[g]                     b' = A b + c
+
+Forward (the map precedes the layer; exact when the layer sums the same
+window at every position):
+
+    K'[g] = K[g] A_g                     b'[o] = b[o] + sum_{i,k} K[g, o, i, k] c[i]
+
+Both need A block-diagonal within the layer's groups (A_g is the block of group
+g). When it is not, :func:`densify` rewrites the weight with fewer, larger groups
+(block-diagonal zero padding), which is exact and costs ``G / G'`` times the MACs.
+Everything here computes in float64; :func:`cast` is the single cast at the end.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass(frozen=True)
+class ChannelMap:
+    """``y = A x + c`` over the channel axis, in float64."""
+
+    a: torch.Tensor   # (C,) diagonal or (C, C)
+    c: torch.Tensor   # (C,)
+
+    @classmethod
+    def of(cls, a: torch.Tensor, c: torch.Tensor) -> "ChannelMap":
+        a, c = a.detach().double(), c.detach().double()
+        n = c.shape[0] if c.dim() == 1 else -1
+        if c.dim() != 1 or a.shape not in ((n,), (n, n)):
+            raise ValueError(f"a channel map needs A (C,) or (C, C) and c (C,), got A{tuple(a.shape)}, c{tuple(c.shape)}")
+        return cls(a, c)
+
+    @property
+    def channels(self) -> int:
+        return self.c.shape[0]
+
+    @property
+    def diagonal(self) -> bool:
+        return self.a.dim() == 1
+
+    def matrix(self) -> torch.Tensor:
+        return torch.diag(self.a) if self.diagonal else self.a
+
+    def then(self, after: "ChannelMap") -> "ChannelMap":
+        """The map ``after(self(x))``."""
+        if self.diagonal and after.diagonal:
+            return ChannelMap(after.a * self.a, after.a * self.c + after.c)
+        a2 = after.matrix()
+        return ChannelMap(a2 @ self.matrix(), a2 @ self.c + after.c)
+
+    def is_block_diagonal(self, groups: int) -> bool:
+        if self.diagonal or groups == 1:
+            return True
+        size = self.channels // groups
+        mask = torch.block_diag(*[torch.ones(size, size, dtype=torch.bool)] * groups).to(self.a.device)
+        return bool((self.a[~mask] == 0).all())
+
+    def finest_groups(self, groups: int) -> int:
+        """The largest divisor G' of ``groups`` whose blocks hold A: the least-dense exact grouping."""
+        return max(d for d in range(1, groups + 1) if groups % d == 0 and self.is_block_diagonal(d))
+
+    def blocks(self, groups: int) -> torch.Tensor:
+        """(G, C/G, C/G) diagonal blocks of A (the caller checked block-diagonality)."""
+        size = self.channels // groups
+        if self.diagonal:
+            return torch.diag_embed(self.a.reshape(groups, size))
+        idx = torch.arange(groups, device=self.a.device)
+        return self.a.reshape(groups, size, groups, size)[idx, :, idx, :]
+
+    def shift(self) -> torch.Tensor | None:
+        """nu = -A^{-1} c, so that ``A x + c == A (x - nu)``; None when A is singular."""
+        if self.diagonal:
+            return None if bool((self.a == 0).any()) else -self.c / self.a
+        try:
+            return -torch.linalg.solve(self.a, self.c)
+        except RuntimeError:  # torch.linalg.LinAlgError: singular
+            return None
+
+    def condition(self) -> float:
+        """Condition number of A (inf when singular)."""
+        if self.diagonal:
+            mag = self.a.abs()
+            return float("inf") if bool((mag == 0).any()) else float(mag.max() / mag.min())
+        return float(torch.linalg.cond(self.a))
+
+
+def compose(maps: list[ChannelMap]) -> ChannelMap:
+    """``maps[-1](... maps[0](x))`` as one map."""
+    out = maps[0]
+    for m in maps[1:]:
+        out = out.then(m)
+    return out
+
+
+def to_groups(weight: torch.Tensor, groups: int, transposed: bool) -> torch.Tensor:
+    """Any layer weight -> float64 ``K[g, o, i, *k]``."""
+    w = weight.detach().double()
+    if w.dim() == 2:  # Linear
+        return w.unsqueeze(0)
+    if transposed:
+        k = w.reshape(groups, w.shape[0] // groups, *w.shape[1:])
+        return k.transpose(1, 2)
+    return w.reshape(groups, w.shape[0] // groups, *w.shape[1:])
+
+
+def from_groups(k: torch.Tensor, transposed: bool, linear: bool = False) -> torch.Tensor:
+    """Inverse of :func:`to_groups`."""
+    if linear:
+        return k.squeeze(0)
+    if transposed:
+        k = k.transpose(1, 2)
+    return k.reshape(k.shape[0] * k.shape[1], *k.shape[2:])
+
+
+def densify(k: torch.Tensor, groups: int) -> torch.Tensor:
+    """``K[g, o, i, *k]`` with G groups -> the same layer with ``groups`` (a divisor of G) groups.
+
+    Group j of super-group h becomes the j-th diagonal block of new group h;
+    the off-diagonal blocks are zero, so the layer computes the same function.
+    """
+    g_old, og, ig = k.shape[:3]
+    r = g_old // groups
+    out = k.new_zeros(groups, r * og, r * ig, *k.shape[3:])
+    for h in range(groups):
+        for j in range(r):
+            out[h, j * og:(j + 1) * og, j * ig:(j + 1) * ig] = k[h * r + j]
+    return out
+
+
+def _per_group(v: torch.Tensor, groups: int) -> torch.Tensor:
+    return v.reshape(groups, -1)
+
+
+def fold_backward(k: torch.Tensor, bias: torch.Tensor | None, m: ChannelMap) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K', b') for ``m`` applied to the layer's output; ``k`` from :func:`to_groups`."""
+    groups = k.shape[0]
+    b = bias.detach().double() if bias is not None else torch.zeros(m.channels, dtype=torch.float64, device=k.device)
+    extra = [1] * (k.dim() - 3)
+    if m.diagonal:
+        k_new = k * m.a.reshape(groups, -1, 1, *extra)
+        b_new = m.a * b + m.c
+    else:
+        k_new = torch.einsum("gop,gp...->go...", m.blocks(groups), k)
+        b_new = m.a @ b + m.c
+    return k_new, b_new
+
+
+def fold_forward(k: torch.Tensor, bias: torch.Tensor | None, m: ChannelMap) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K', b') for ``m`` applied to the layer's input (exact only without zero padding)."""
+    groups = k.shape[0]
+    out_channels = k.shape[0] * k.shape[1]
+    b = bias.detach().double() if bias is not None else torch.zeros(out_channels, dtype=torch.float64, device=k.device)
+    k_new = scale_inputs(k, m)
+    summed = k.reshape(*k.shape[:3], -1).sum(-1)               # (G, O/G, I/G): sum over the kernel window
+    b_new = b + torch.einsum("goi,gi->go", summed, _per_group(m.c, groups)).reshape(-1)
+    return k_new, b_new
+
+
+def scale_inputs(k: torch.Tensor, m: ChannelMap) -> torch.Tensor:
+    """K'[g] = K[g] A_g: the weight of a layer that sees ``A x`` when given ``x``."""
+    groups = k.shape[0]
+    extra = [1] * (k.dim() - 3)
+    if m.diagonal:
+        return k * m.a.reshape(groups, 1, -1, *extra)
+    return torch.einsum("goi...,gic->goc...", k, m.blocks(groups))
+
+
+def cast(t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, str | None]:
+    """Cast a float64 result once to ``dtype``; the reason it does not fit, or None."""
+    if not t.dtype.is_floating_point or not dtype.is_floating_point:
+        return t.to(dtype), None
+    if not bool(torch.isfinite(t).all()):
+        return t, "the folded values are not finite"
+    biggest = float(t.abs().max()) if t.numel() else 0.0
+    limit = torch.finfo(dtype).max
+    if biggest > limit:
+        return t, f"a folded value reaches {biggest:.4g}, beyond the {str(dtype).replace('torch.', '')} maximum {limit:.6g}"
+    return t.to(dtype), None
 
 
 def fold_into_producer(
@@ -22,34 +202,17 @@ def fold_into_producer(
     a: torch.Tensor,
     c: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (W', b') for a producer with output channels on weight dim 0.
-
-    ``weight``: (O, ...) in any dtype; ``bias``: (O,) or None; ``a``: (O,) or
-    (O, O); ``c``: (O,). The result has ``weight``'s dtype and device.
-    """
-    out_channels = weight.shape[0]
-    if c.shape != (out_channels,) or a.shape not in ((out_channels,), (out_channels, out_channels)):
+    """(W', b') for a Conv/Linear (output channels on weight dim 0, one group), in its dtype."""
+    m = ChannelMap.of(a, c)
+    if m.channels != weight.shape[0]:
         raise ValueError(
             f"channel map of shape A{tuple(a.shape)}, c{tuple(c.shape)} does not match "
-            f"a producer with {out_channels} output channels"
+            f"a producer with {weight.shape[0]} output channels"
         )
-    w64 = weight.detach().double()
-    b64 = bias.detach().double() if bias is not None else torch.zeros(out_channels, dtype=torch.float64, device=weight.device)
-    a64 = a.to(device=weight.device, dtype=torch.float64)
-    c64 = c.to(device=weight.device, dtype=torch.float64)
-    if a64.dim() == 1:
-        w_new = a64.reshape(-1, *([1] * (w64.dim() - 1))) * w64
-        b_new = a64 * b64 + c64
-    else:
-        w_new = torch.tensordot(a64, w64, dims=([1], [0]))
-        b_new = a64 @ b64 + c64
-    return w_new.to(weight.dtype), b_new.to(weight.dtype)
+    k, b = fold_backward(to_groups(weight, 1, transposed=False), bias, m)
+    return from_groups(k, transposed=False, linear=weight.dim() == 2).to(weight.dtype), b.to(weight.dtype)
 
 
 def is_block_diagonal(a: torch.Tensor, groups: int) -> bool:
     """True when the (C, C) matrix ``a`` has no entry outside its ``groups`` diagonal blocks."""
-    if a.dim() == 1 or groups == 1:
-        return True
-    size = a.shape[0] // groups
-    mask = torch.block_diag(*[torch.ones(size, size, dtype=torch.bool)] * groups)
-    return bool((a[~mask.to(a.device)] == 0).all())
+    return ChannelMap.of(a, torch.zeros(a.shape[0], dtype=torch.float64)).is_block_diagonal(groups)

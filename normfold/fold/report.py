@@ -1,4 +1,10 @@
-"""What the fold pass did with each norm layer, and why."""
+"""What the fold pass did with each norm layer, and why.
+
+Every norm layer the model holds ends in exactly one list: ``folded`` (into
+which layer, in which direction, by which rule) or ``skipped`` (why not).
+``warnings`` carries what the user should know about folded layers (training
+mode, statistics that were never updated).
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -6,9 +12,12 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass(frozen=True)
 class Folded:
-    norm: str          # module name of the norm layer
-    into: str          # module name of the Conv/Linear that absorbed it
-    direction: str = "backward"   # "backward": into the producer before the norm
+    norm: str          # module name of the norm layer ("name[call k]" for a norm called at several sites)
+    into: str          # module name of the Conv/Linear that absorbed it (in the folded model)
+    direction: str = "backward"   # "backward": into the layer before the norm; "forward": after it
+    rule: str = ""
+    chain: tuple[str, ...] = ()   # every norm folded together with this one, in order
+    note: str = ""                # e.g. "copy for call site 2", "zero padding: input shift x - nu"
 
 
 @dataclass(frozen=True)
@@ -21,6 +30,7 @@ class Skipped:
 class FoldReport:
     folded: list[Folded] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def modified(self) -> bool:
@@ -28,12 +38,21 @@ class FoldReport:
 
     def to_dict(self) -> dict:
         return {
-            "folded": [asdict(f) for f in self.folded],
+            "folded": [dict(asdict(f), chain=list(f.chain)) for f in self.folded],
             "skipped": [asdict(s) for s in self.skipped],
+            "warnings": list(self.warnings),
         }
 
     def lines(self) -> list[str]:
-        """One human-readable line per norm layer."""
-        out = [f"folded  {f.norm} -> {f.into} ({f.direction})" for f in self.folded]
+        """One human-readable line per norm layer, then the warnings."""
+        out = []
+        for f in self.folded:
+            extra = [f.rule] if f.rule else []
+            if len(f.chain) > 1:
+                extra.append("chain " + " -> ".join(f.chain))
+            if f.note:
+                extra.append(f.note)
+            out.append(f"folded  {f.norm} -> {f.into} ({f.direction}{'; ' if extra else ''}{'; '.join(extra)})")
         out += [f"skipped {s.norm}: {s.reason}" for s in self.skipped]
+        out += [f"warning {w}" for w in self.warnings]
         return out

@@ -1,0 +1,122 @@
+"""What a fold rule sees and returns.
+
+A rule has three parts, as in onnxscript's rewriter: the layer types it
+matches, a ``check`` that returns *why not* (a string) or None, and a
+``rewrite`` that returns the new layer (or, if the folded values do not fit the
+layer's dtype, the reason). Rules never touch the graph: the pass in
+``graph.py`` finds sites, calls the rule and does the surgery.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..algebra import ChannelMap, cast, from_groups, to_groups
+
+
+@dataclass(frozen=True)
+class Site:
+    """A layer next to a (chain of) norm(s) whose composed map is ``map``."""
+
+    name: str                          # module path of the layer
+    module: nn.Module
+    map: ChannelMap
+    in_shape: tuple[int, ...] | None   # the layer's input, as traced
+    out_shape: tuple[int, ...] | None  # the layer's output, as traced
+    densify: bool = False
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    module: nn.Module
+    shift: torch.Tensor | None = None  # forward folds only: subtract from the input first (float64)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    direction: str                     # "backward" (layer -> norm) or "forward" (norm -> layer)
+    types: tuple[type, ...]            # exact types; a subclass may override forward
+    check: Callable[[Site], str | None]
+    rewrite: Callable[[Site], "Rewrite | str"]
+
+    def matches(self, module: nn.Module) -> bool:
+        return type(module) in self.types
+
+
+CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def grouped_weight(module: nn.Module) -> tuple[torch.Tensor, int, bool]:
+    """(K[g, o, i, *k] in float64, groups, transposed) of a Conv, ConvTranspose or Linear."""
+    transposed = isinstance(module, CONV_TRANSPOSES)
+    groups = getattr(module, "groups", 1)
+    return to_groups(module.weight, groups, transposed), groups, transposed
+
+
+def rebuilt(module: nn.Module, k: torch.Tensor, bias: torch.Tensor, groups: int | None = None) -> nn.Module | str:
+    """A copy of ``module`` with weight from ``k``, this bias, and ``groups``; cast once.
+
+    Returns the reason instead when the values do not fit the layer's dtype.
+    """
+    dtype = module.weight.dtype
+    weight, why = cast(from_groups(k, isinstance(module, CONV_TRANSPOSES), linear=isinstance(module, nn.Linear)), dtype)
+    if why is None:
+        bias, why = cast(bias, dtype)
+    if why is not None:
+        return why
+    new = copy.deepcopy(module)
+    grad = module.weight.requires_grad
+    new.weight = nn.Parameter(weight.to(module.weight.device), requires_grad=grad)
+    new.bias = nn.Parameter(bias.to(module.weight.device), requires_grad=grad)
+    if groups is not None:
+        new.groups = groups
+    return new
+
+
+def macs_per_sample(module: nn.Module, groups: int, in_shape, out_shape) -> int | None:
+    """Multiply-accumulates of one sample through a conv with ``groups`` groups."""
+    kernel = math.prod(module.kernel_size)
+    if isinstance(module, CONV_TRANSPOSES):
+        if in_shape is None:
+            return None
+        return math.prod(in_shape[1:]) * (module.out_channels // groups) * kernel
+    if out_shape is None:
+        return None
+    return math.prod(out_shape[1:]) * (module.in_channels // groups) * kernel
+
+
+def densify_reason(site: Site, side: str) -> tuple[int, str | None]:
+    """(groups to use, why not) when the map must stay within the layer's groups.
+
+    ``side`` names the channels the map acts on ("output"/"input").
+    """
+    groups = getattr(site.module, "groups", 1)
+    if site.map.is_block_diagonal(groups):
+        return groups, None
+    finest = site.map.finest_groups(groups)
+    if site.densify:
+        return finest, None
+    before = macs_per_sample(site.module, groups, site.in_shape, site.out_shape)
+    after = macs_per_sample(site.module, finest, site.in_shape, site.out_shape)
+    cost = f"{groups // finest}x the MACs"
+    if before is not None:
+        cost += f" ({before / 1e6:.3g}M -> {after / 1e6:.3g}M per sample)"
+    return finest, (
+        f"its channel map mixes {side} channels across the {groups} groups of {site.name}; "
+        f"the exact fold is a conv with {finest} group{'s' if finest > 1 else ''}, {cost}; "
+        "pass densify=True to allow it"
+    )
+
+
+def channel_mismatch(site: Site, channels: int, what: str) -> str | None:
+    if site.map.channels != channels:
+        return f"the norm has {site.map.channels} channels but {site.name} has {channels} {what}"
+    return None

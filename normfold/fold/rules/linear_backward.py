@@ -1,0 +1,37 @@
+"""Linear -> norm: fold into the Linear's output features.
+
+    z = W x + b,  y = A z + c   =>   W' = A W,  b' = A b + c
+
+Only when the norm normalizes the Linear's output-feature axis: a Linear acts
+on the *last* axis and a norm on axis 1, which are the same axis only for a
+rank-2 output ``(N, F)``. Linear -> BatchNorm1d on ``(N, C, L)`` normalizes
+axis 1 (C) while the Linear's features are L: folding it would be wrong even
+when C == L, so it is refused.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ..algebra import fold_backward
+from ._base import Rewrite, Rule, Site, channel_mismatch, grouped_weight, rebuilt
+
+
+def check(site: Site) -> str | None:
+    if site.out_shape is None:
+        return f"the output shape of {site.name} is unknown, so the norm's axis cannot be checked"
+    if len(site.out_shape) != 2:
+        return (
+            f"{site.name} (Linear) outputs shape {tuple(site.out_shape)}: its features are the last axis, "
+            "but the norm normalizes axis 1"
+        )
+    return channel_mismatch(site, site.module.out_features, "output features")
+
+
+def rewrite(site: Site) -> Rewrite | str:
+    k, _, _ = grouped_weight(site.module)
+    k, b = fold_backward(k, site.module.bias, site.map)
+    new = rebuilt(site.module, k, b)
+    return new if isinstance(new, str) else Rewrite(new)
+
+
+RULE = Rule("linear-backward", "backward", (nn.Linear,), check, rewrite)

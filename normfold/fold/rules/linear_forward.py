@@ -1,0 +1,35 @@
+"""norm -> Linear: fold into the Linear's input features (input normalization,
+BN after ReLU, whitening before the classifier).
+
+    y = W (A x + c) + b   =>   W' = W A,   b' = b + W c
+
+exact. Only for a rank-2 input ``(N, C)``: on higher ranks the Linear reads
+the last axis while the norm acts on axis 1.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from ..algebra import fold_forward
+from ._base import Rewrite, Rule, Site, channel_mismatch, grouped_weight, rebuilt
+
+
+def check(site: Site) -> str | None:
+    if site.in_shape is None:
+        return f"the input shape of {site.name} is unknown, so the norm's axis cannot be checked"
+    if len(site.in_shape) != 2:
+        return (
+            f"{site.name} (Linear) reads the last axis of shape {tuple(site.in_shape)}, "
+            "but the norm acts on axis 1"
+        )
+    return channel_mismatch(site, site.module.in_features, "input features")
+
+
+def rewrite(site: Site) -> Rewrite | str:
+    k, _, _ = grouped_weight(site.module)
+    k, b = fold_forward(k, site.module.bias, site.map)
+    new = rebuilt(site.module, k, b)
+    return new if isinstance(new, str) else Rewrite(new)
+
+
+RULE = Rule("linear-forward", "forward", (nn.Linear,), check, rewrite)
