@@ -3,6 +3,7 @@ from .export import ExportResult, export
 from .fold import FoldReport, FoldResult, fold
 from .nn import NotFoldableError, inference_affine, register_norm
 from .verify import VerifyReport, verify
+from .bench import BenchReport, bench
 
 __version__ = "0.1.0"
 
