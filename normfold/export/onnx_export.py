@@ -5,6 +5,11 @@ exporter's optimizer and onnxsim's fuse-bn-into-conv are both turned off, so the
 file really is the unfolded baseline (otherwise Conv->BatchNormalization would
 be fused by the tools, and the comparison would measure nothing).
 
+``precision="fp16"`` exports a float16 model: the weights are promoted to
+float64, folded there, and cast to float16 once (never folded in fp16
+arithmetic, never rounded twice through fp32); a folded weight that does not
+fit float16 (|w| > 65504) is refused, naming the parameter.
+
 The file is written to a temporary name beside ``path`` and moved into place
 only after it passes ``onnx.checker``: a failed export leaves nothing behind.
 """
@@ -54,20 +59,21 @@ def export(
     opset: int = 18,
     dynamic_batch: bool = True,
     simplify: bool = True,
+    precision: str = "fp32",
 ) -> ExportResult:
-    """Export ``model`` (folded unless ``fold=False``) to ``path``; the caller's model is untouched."""
+    """Export ``model`` (folded unless ``fold=False``) to ``path``; the caller's model is untouched.
+
+    ``precision`` is "fp32" or "fp16" (the weights and the graph's inputs and outputs).
+    """
     path = Path(path)
     if path.is_dir():
         raise ExportError(f"export path {path} is a directory; give a file name ending in .onnx")
     if not path.parent.is_dir():
         raise ExportError(f"export path {path}: directory {path.parent} does not exist")
+    dtype = precision_dtype(precision)
     inputs = as_input_tuple(example_inputs)
-    report = None
-    if fold:
-        result = fold_model(model, inputs)
-        work, report = result.model, result.report
-    else:
-        work = bake_weights(copy.deepcopy(model).eval())
+    work, report = prepare(model, inputs, fold=fold, dtype=dtype)
+    inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
 
     proto = _torch_export(work, inputs, opset=opset, dynamic_batch=dynamic_batch, optimize=fold)
     if simplify:
@@ -78,6 +84,42 @@ def export(
         raise ExportError(f"onnx.checker rejected the exported model: {exc}") from exc
     write_atomic(proto, path)
     return ExportResult(path=path, fold_report=report, op_counts=op_counts(proto))
+
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+def precision_dtype(precision: str) -> torch.dtype:
+    try:
+        return PRECISIONS[precision]
+    except KeyError:
+        raise ExportError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}") from None
+
+
+def prepare(model: nn.Module, inputs: tuple, *, fold: bool, dtype: torch.dtype) -> tuple[nn.Module, FoldReport | None]:
+    """The module that gets exported: a copy, folded (unless ``fold=False``), at ``dtype``.
+
+    fp32 keeps the fold pass's own rule (algebra in float64, cast once to the
+    producer's dtype). Other dtypes promote the copy to float64, fold there and
+    cast once to ``dtype``, so a weight is rounded to float16 exactly once.
+    """
+    if dtype == torch.float32:
+        if not fold:
+            return bake_weights(copy.deepcopy(model).eval()), None
+        result = fold_model(model, inputs)
+        return result.model, result.report
+    wide = bake_weights(copy.deepcopy(model).eval()).double()
+    report = None
+    if fold:
+        result = fold_model(wide, tuple(t.double() if t.is_floating_point() else t for t in inputs))
+        wide, report = result.model, result.report
+    for name, tensor in [*wide.named_parameters(), *wide.named_buffers()]:
+        if tensor.is_floating_point() and tensor.numel() and tensor.abs().max() > torch.finfo(dtype).max:
+            raise ExportError(
+                f"{name} has magnitude {tensor.abs().max().item():.4g} after folding; "
+                f"it does not fit {str(dtype).removeprefix('torch.')} (max {torch.finfo(dtype).max:g})"
+            )
+    return wide.to(dtype), report
 
 
 def _torch_export(model: nn.Module, inputs: tuple, *, opset: int, dynamic_batch: bool, optimize: bool) -> onnx.ModelProto:

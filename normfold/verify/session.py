@@ -1,12 +1,24 @@
-"""onnxruntime sessions: the only module that talks to onnxruntime for verify."""
+"""onnxruntime sessions: the only module that talks to onnxruntime for verify.
+
+Providers are named short: ``cpu``, ``cuda``. CUDA runs with TF32 off
+(``use_tf32=0``): TF32 rounds matmul/conv inputs to 10 mantissa bits, which
+is an error of its own, not the fold's.
+
+onnxruntime-gpu lists CUDAExecutionProvider as *available* on machines with no
+GPU and silently falls back to CPU when a session asks for it; ``cuda_problem``
+opens a one-node session with the CUDA provider and checks which provider the
+session really got.
+"""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 import numpy as np
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+PROVIDER_OPTIONS = {"cpu": {}, "cuda": {"use_tf32": "0", "cudnn_conv_algo_search": "DEFAULT"}}
 
 
 class SessionError(RuntimeError):
@@ -20,13 +32,22 @@ def provider_name(short: str) -> str:
         raise SessionError(f"unknown provider {short!r}; choose from {', '.join(PROVIDERS)}") from None
 
 
-def open_session(path: str | os.PathLike, provider: str = "cpu", *, optimization: str = "all"):
-    """An InferenceSession on one provider; ``optimization`` is 'disable', 'basic', 'extended' or 'all'."""
+def open_session(model: str | os.PathLike | bytes, provider: str = "cpu", *, optimization: str = "all"):
+    """An InferenceSession on one provider, from a file or serialized bytes.
+
+    ``optimization`` is 'disable', 'basic', 'extended' or 'all'. A session that
+    did not get the requested provider is an error, never a silent fallback.
+    """
     import onnxruntime as ort
 
-    path = Path(path)
-    if not path.is_file():
-        raise SessionError(f"ONNX file {path} does not exist")
+    full = provider_name(provider)
+    if not isinstance(model, bytes):
+        path = Path(model)
+        if not path.is_file():
+            raise SessionError(f"ONNX file {path} does not exist")
+        model, where = str(path), str(path)
+    else:
+        where = "the ONNX model"
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.graph_optimization_level = {
@@ -36,28 +57,98 @@ def open_session(path: str | os.PathLike, provider: str = "cpu", *, optimization
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[optimization]
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=[provider_name(provider)])
-    except SessionError:
-        raise
+        with _quiet_ort():
+            session = ort.InferenceSession(model, sess_options=opts, providers=[(full, PROVIDER_OPTIONS[provider])])
     except Exception as exc:
-        raise SessionError(f"onnxruntime cannot load {path}: {str(exc).strip().splitlines()[0]}") from exc
+        raise SessionError(f"onnxruntime cannot load {where}: {_first_line(exc)}") from exc
+    if session.get_providers()[0] != full:
+        raise SessionError(f"onnxruntime could not use {full} for {where}; {cuda_problem() or 'it fell back to CPU'}")
+    return session
 
 
-def run_session(session, inputs: tuple[np.ndarray, ...]) -> list[np.ndarray]:
-    """Feed ``inputs`` positionally; name a count, rank or dtype mismatch."""
+def provider_options(session) -> dict:
+    """The options the session's providers really run with (for the report)."""
+    return {k: dict(v) for k, v in session.get_provider_options().items()}
+
+
+def cuda_problem() -> str | None:
+    """None when onnxruntime can really run on CUDA here, otherwise why not."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return (f"this onnxruntime ({ort.__version__}) has no CUDA provider; "
+                "install onnxruntime-gpu with a matching CUDA")
+    try:
+        with _quiet_ort():
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 4
+            got = ort.InferenceSession(
+                _identity_model(), sess_options=opts,
+                providers=[("CUDAExecutionProvider", PROVIDER_OPTIONS["cuda"])],
+            ).get_providers()
+    except Exception as exc:
+        return f"onnxruntime's CUDA provider fails to start: {_first_line(exc)}"
+    if got[0] != "CUDAExecutionProvider":
+        return ("onnxruntime lists CUDAExecutionProvider but cannot start it "
+                "(no GPU visible, or CUDA/cuDNN libraries missing); it fell back to CPU")
+    return None
+
+
+def run_session(session, inputs: tuple[np.ndarray, ...], output_names: list[str] | None = None) -> list[np.ndarray]:
+    """Feed ``inputs`` positionally; name a count, rank, size or dtype mismatch."""
     declared = session.get_inputs()
     if len(declared) != len(inputs):
         raise SessionError(f"the ONNX model takes {len(declared)} inputs, {len(inputs)} were given")
     feed = {}
     for meta, value in zip(declared, inputs):
-        if len(meta.shape) != value.ndim:
-            raise SessionError(
-                f"ONNX input {meta.name!r} has shape {meta.shape}, the example input has shape {value.shape}"
-            )
-        for want, got in zip(meta.shape, value.shape):
-            if isinstance(want, int) and want != got:
-                raise SessionError(
-                    f"ONNX input {meta.name!r} has shape {meta.shape}, the example input has shape {value.shape}"
-                )
-        feed[meta.name] = value
-    return session.run(None, feed)
+        problem = shape_mismatch(meta.shape, value.shape)
+        if problem:
+            raise SessionError(f"ONNX input {meta.name!r} has shape {meta.shape}, the input has shape "
+                               f"{list(value.shape)} ({problem})")
+        feed[meta.name] = value.astype(_numpy_dtype(meta.type), copy=False)
+    try:
+        return session.run(output_names, feed)
+    except Exception as exc:
+        raise SessionError(f"onnxruntime failed to run the model: {_first_line(exc)}") from exc
+
+
+def shape_mismatch(declared, shape) -> str | None:
+    """Why ``shape`` cannot feed an input declared as ``declared`` (ints or symbolic names), or None."""
+    if len(declared) != len(shape):
+        return f"{len(declared)} axes expected, {len(shape)} given"
+    for axis, (want, got) in enumerate(zip(declared, shape)):
+        if isinstance(want, int) and want > 0 and want != got:
+            return f"axis {axis} must be {want}, got {got}"
+    return None
+
+
+def _numpy_dtype(ort_type: str):
+    return {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(ort_type, np.float32)
+
+
+def _identity_model() -> bytes:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "cuda_probe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8).SerializeToString()
+
+
+@contextlib.contextmanager
+def _quiet_ort():
+    """onnxruntime logs provider-load failures through its default logger, in red; keep only fatal."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(4)
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(2)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

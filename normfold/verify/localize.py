@@ -1,0 +1,188 @@
+"""Localization: the first place where a checked model leaves the oracle.
+
+Two scans, both against the original model in float64 (forward hooks on its
+modules), each intermediate judged by the same rule as the outputs
+(tolerance.py) with the original model's own error *at that intermediate* as
+e_ref:
+
+* fold sites: for each fold ``norm -> producer`` (in graph order), the folded
+  eager model's producer output against the original's norm output;
+* ONNX nodes: every node whose initializers are named after a module
+  (``layer1.0.conv1.weight``) stands for that module's output; the last such
+  node of a module is exposed as an extra graph output on an in-memory copy of
+  the model. If the module absorbed a norm (per the fold report, and the norm
+  has no node of its own in the file), the reference is the norm's output.
+
+Intermediates are fetched in chunks whose float64 size stays under
+``budget_bytes`` (three copies: oracle, reference, candidate), so a large model
+is scanned in several passes instead of holding every activation at once.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..fold import FoldReport
+from .metrics import ErrorStats
+from .session import open_session, run_session
+from .tolerance import Tolerance
+
+DEFAULT_BUDGET_BYTES = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class Divergence:
+    kind: str                  # "fold site" or "onnx node"
+    module: str                # the module whose output diverges, in the checked model
+    reference: str             # the original model's module it is compared with
+    node: str | None = None    # ONNX node name and op type, for kind == "onnx node"
+    op_type: str | None = None
+    fold_site: str | None = None   # "norm -> producer" when the module absorbed a norm
+    max_abs: float = 0.0
+    allowed: float = 0.0
+
+    def describe(self) -> str:
+        where = f"ONNX node {self.node} ({self.op_type}), module {self.module}" if self.kind == "onnx node" \
+            else f"fold site {self.fold_site}"
+        against = "" if self.reference == self.module else f" (compared with {self.reference}'s output)"
+        site = f"; fold site {self.fold_site}" if self.fold_site and self.kind == "onnx node" else ""
+        return (f"first divergence: {where}{against}{site}: max_abs {self.max_abs:.3g} > allowed "
+                f"{self.allowed:.3g}")
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    key: str                   # hook name (eager) or value name (ONNX)
+    module: str
+    reference: str
+    node: str | None = None
+    op_type: str | None = None
+    fold_site: str | None = None
+
+
+def module_outputs(model: nn.Module, inputs: tuple[torch.Tensor, ...], names: Iterable[str],
+                   dtype: torch.dtype) -> dict[str, np.ndarray]:
+    """Output of each named module (its last call) on a copy of ``model`` at ``dtype``, as float64."""
+    work = copy.deepcopy(model).eval().to(dtype)
+    found: dict[str, np.ndarray] = {}
+    handles = []
+    modules = dict(work.named_modules())
+    for name in names:
+        if name in modules:
+            handles.append(modules[name].register_forward_hook(_recorder(found, name)))
+    try:
+        with torch.no_grad():
+            work(*(t.to(dtype) if t.is_floating_point() else t for t in inputs))
+    finally:
+        for h in handles:
+            h.remove()
+    return found
+
+
+def first_fold_site(original: nn.Module, folded: nn.Module, inputs: tuple[torch.Tensor, ...],
+                    report: FoldReport, dtype: torch.dtype, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> Divergence | None:
+    """The first fold site whose folded producer output leaves the oracle, or None."""
+    candidates = [
+        _Candidate(key=f.into, module=f.into, reference=f.norm, fold_site=f"{f.norm} -> {f.into}")
+        for f in report.folded
+    ]
+
+    def got(chunk):
+        return module_outputs(folded, inputs, [c.key for c in chunk], dtype)
+
+    return _scan(original, inputs, candidates, dtype, got, "fold site", budget_bytes)
+
+
+def first_onnx_node(original: nn.Module, proto, inputs: tuple[torch.Tensor, ...], report: FoldReport | None,
+                    dtype: torch.dtype, provider: str = "cpu",
+                    budget_bytes: int = DEFAULT_BUDGET_BYTES) -> Divergence | None:
+    """The first ONNX node (graph order) whose output leaves the oracle, or None."""
+    candidates = onnx_candidates(proto, report, {n for n, _ in original.named_modules()})
+    feed = tuple(t.detach().cpu().to(dtype).numpy() for t in inputs)
+
+    def got(chunk):
+        probe = copy.deepcopy(proto)
+        existing = {o.name for o in probe.graph.output}
+        for c in chunk:
+            if c.key not in existing:
+                probe.graph.output.add(name=c.key)
+        names = [c.key for c in chunk]
+        values = run_session(open_session(probe.SerializeToString(), provider), feed, names)
+        return dict(zip(names, values))
+
+    return _scan(original, inputs, candidates, dtype, got, "onnx node", budget_bytes)
+
+
+def onnx_candidates(proto, report: FoldReport | None, module_names: set[str]) -> list[_Candidate]:
+    """Per module with named initializers: the value its last node produces, in graph order."""
+    inits = {i.name for i in proto.graph.initializer}
+    last: dict[str, tuple[int, str, str, str]] = {}
+    for index, node in enumerate(proto.graph.node):
+        for name in node.input:
+            module = name.rpartition(".")[0]
+            if name in inits and module in module_names and node.output:
+                last[module] = (index, node.output[0], node.name, node.op_type)
+    absorbed = {f.into: f.norm for f in (report.folded if report else [])}
+    candidates = []
+    for module, (_, value, node, op) in sorted(last.items(), key=lambda kv: kv[1][0]):
+        norm = absorbed.get(module)
+        folded_here = norm is not None and norm not in last
+        candidates.append(_Candidate(
+            key=value, module=module, reference=norm if folded_here else module, node=node, op_type=op,
+            fold_site=f"{norm} -> {module}" if folded_here else None,
+        ))
+    return candidates
+
+
+def _scan(original: nn.Module, inputs, candidates: list[_Candidate], dtype: torch.dtype,
+          got: Callable[[list[_Candidate]], dict[str, np.ndarray]], kind: str, budget_bytes: int) -> Divergence | None:
+    if not candidates:
+        return None
+    refs = {c.reference for c in candidates}
+    sizes = {k: v.size for k, v in module_outputs(original, inputs, refs, torch.float32).items()}
+    candidates = [c for c in candidates if c.reference in sizes]
+    np_dtype = np.float16 if dtype == torch.float16 else np.float32
+    rule = Tolerance()  # localization always uses the derived rule: an explicit atol has no meaning here
+    for chunk in _chunks(candidates, sizes, budget_bytes):
+        names = {c.reference for c in chunk}
+        oracle = module_outputs(original, inputs, names, torch.float64)
+        lowp = module_outputs(original, inputs, names, dtype)
+        values = got(chunk)
+        for c in chunk:
+            o, r, g = oracle.get(c.reference), lowp.get(c.reference), values.get(c.key)
+            if o is None or r is None or g is None or g.size != o.size:
+                continue  # no comparable counterpart (e.g. a value of another shape)
+            stats = ErrorStats.of(o, np.asarray(g, dtype=np.float64).reshape(o.shape))
+            allowed = rule.allowed(float(np.abs(r - o).max()), stats.scale, np_dtype)
+            if not stats.max_abs <= allowed:
+                return Divergence(kind, c.module, c.reference, c.node, c.op_type, c.fold_site,
+                                  stats.max_abs, allowed)
+    return None
+
+
+def _chunks(candidates: list[_Candidate], sizes: dict[str, int], budget_bytes: int):
+    chunk, used = [], 0
+    for c in candidates:
+        cost = 3 * 8 * sizes[c.reference]
+        if chunk and used + cost > budget_bytes:
+            yield chunk
+            chunk, used = [], 0
+        chunk.append(c)
+        used += cost
+    if chunk:
+        yield chunk
+
+
+def _recorder(found: dict, name: str):
+    def hook(module, args, output):
+        tensor = output if isinstance(output, torch.Tensor) else next(
+            (t for t in (output if isinstance(output, (tuple, list)) else ()) if isinstance(t, torch.Tensor)), None)
+        if tensor is not None:
+            # clone: an in-place op downstream (ReLU(inplace=True)) would change it
+            found[name] = tensor.detach().to(torch.float64).cpu().numpy().copy()
+    return hook
