@@ -22,11 +22,29 @@ def bake_weights(model: nn.Module) -> nn.Module:
 
     Returns ``model`` (or its replacement, if ``model`` itself bakes).
     """
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         if parametrize.is_parametrized(module):
-            for tensor_name in list(module.parametrizations.keys()):
-                parametrize.remove_parametrizations(module, tensor_name, leave_parametrized=True)
+            _unparametrize(module)
     return _replace_baked(model)
+
+
+def _unparametrize(module: nn.Module) -> None:
+    """Store each parametrized tensor's current value as a plain Parameter.
+
+    Not ``parametrize.remove_parametrizations``: it deletes the property from the
+    module's dynamically created ``Parametrized*`` class, which ``copy.deepcopy``
+    shares with the original, so baking a copy would break the caller's model.
+    Here only this instance changes class.
+    """
+    values = {}
+    for name, plist in module.parametrizations.items():
+        original = getattr(plist, "original", None)
+        requires_grad = original.requires_grad if isinstance(original, torch.Tensor) else True
+        values[name] = (getattr(module, name).detach().clone(), requires_grad)
+    module.__class__ = type(module).__bases__[0]
+    del module._modules["parametrizations"]
+    for name, (value, requires_grad) in values.items():
+        setattr(module, name, nn.Parameter(value, requires_grad=requires_grad))
 
 
 def _replace_baked(module: nn.Module) -> nn.Module:
