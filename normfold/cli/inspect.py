@@ -1,15 +1,60 @@
-"""normfold inspect: placeholder until its issue lands (its owner replaces this file)."""
+"""normfold inspect: what the fold would do with every norm layer, without exporting.
+
+Prints one line per norm layer: folded (into which layer, backward/forward, by
+which rule) or skipped (why), then any warnings. ``--json`` prints the same
+report as JSON on stdout (``--json FILE`` writes it to FILE atomically).
+Exit 0, or 2 on bad input.
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
 
-from ._common import UsageError
+from ._common import EXIT_OK, UsageError, add_model_arguments, example_input, load_model, write_json_atomic
+
+DEFAULT_SHAPE = (1, 3, 224, 224)
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("inspect", help="(not yet implemented)")
+    p = subparsers.add_parser("inspect", help="list every norm layer with its fold outcome and reason",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(p)
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="print the report as JSON (to FILE if given)")
+    p.add_argument("--densify", action="store_true",
+                   help="allow whitening to make grouped/depthwise convs denser (fewer groups)")
+    p.add_argument("--clone-shared", action="store_true",
+                   help="fold into a copy of a producer whose output has other users")
     p.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    raise UsageError("normfold inspect is not implemented yet")
+    from normfold.fold import FoldError, fold
+
+    name, model, zoo_shape = load_model(args.model)
+    shape = args.input_shape or zoo_shape or DEFAULT_SHAPE
+    x = example_input(model, shape, args.seed)
+    if args.json not in (None, "-") and not Path(args.json).parent.is_dir():
+        raise UsageError(f"--json {args.json}: directory {Path(args.json).parent} does not exist")
+    try:
+        with warnings.catch_warnings():  # the report lists them
+            warnings.simplefilter("ignore")
+            report = fold(model, x, densify=args.densify, clone_shared=args.clone_shared).report
+    except FoldError as exc:
+        raise UsageError(str(exc)) from exc
+
+    if args.json is not None:
+        data = {"model": name, "input_shape": list(shape), **report.to_dict()}
+        if args.json == "-":
+            json.dump(data, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+            return EXIT_OK
+        write_json_atomic(data, Path(args.json))
+    print(f"model  {name}   input {','.join(map(str, shape))}")
+    print(f"norms  {len(report.folded) + len(report.skipped)}: {len(report.folded)} folded, {len(report.skipped)} skipped")
+    for line in report.lines():
+        print(f"  {line}")
+    return EXIT_OK

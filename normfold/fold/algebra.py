@@ -28,6 +28,7 @@ Everything here computes in float64; :func:`cast` is the single cast at the end.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -187,9 +188,12 @@ def cast(t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, str | None]
     """Cast a float64 result once to ``dtype``; the reason it does not fit, or None."""
     if not t.dtype.is_floating_point or not dtype.is_floating_point:
         return t.to(dtype), None
-    if not bool(torch.isfinite(t).all()):
+    if t.numel() == 0:
+        return t.to(dtype), None
+    low, high = torch.aminmax(t)  # one pass; NaN propagates
+    biggest = max(-float(low), float(high))
+    if not math.isfinite(biggest):
         return t, "the folded values are not finite"
-    biggest = float(t.abs().max()) if t.numel() else 0.0
     limit = torch.finfo(dtype).max
     if biggest > limit:
         return t, f"a folded value reaches {biggest:.4g}, beyond the {str(dtype).replace('torch.', '')} maximum {limit:.6g}"

@@ -69,8 +69,9 @@ def fold(model: nn.Module, example_inputs: Any, *, densify: bool = False, clone_
         raise TypeError(f"fold: model must be a torch.nn.Module, got {type(model).__name__}")
     inputs = as_input_tuple(example_inputs)
     report = FoldReport(warnings=_state_warnings(model))
-    for w in report.warnings:
-        warnings.warn(f"normfold.fold: {w}", stacklevel=2)
+    if report.warnings:
+        more = f" (and {len(report.warnings) - 1} more, see the report)" if len(report.warnings) > 1 else ""
+        warnings.warn(f"normfold.fold: {report.warnings[0]}{more}", stacklevel=2)
 
     work = bake_weights(copy.deepcopy(model).eval())
     traced = trace(work)
@@ -116,11 +117,10 @@ def _state_warnings(model: nn.Module) -> list[str]:
 def _propagate_shapes(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> None:
     """Shapes of every node: fake tensors (no compute) when possible, else a real run."""
     from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
     try:
         mode = FakeTensorMode(allow_non_fake_inputs=True)
-        FakeTensorProp(gm, mode).propagate(*(mode.from_tensor(t) for t in inputs))
+        _ShapeOnly(gm, mode).propagate(*(mode.from_tensor(t) for t in inputs))
         return
     except Exception:
         for node in gm.graph.nodes:
@@ -131,6 +131,25 @@ def _propagate_shapes(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> N
     except Exception as exc:
         shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
         raise FoldError(f"{type(gm).__name__} rejects example inputs of shape {shapes}: {describe(exc)}") from exc
+
+
+def _shape_only_class():
+    from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+
+    class ShapeOnly(FakeTensorProp):
+        """Fake-tensor propagation where a norm layer is the identity on shapes (its
+        fake batch_norm decomposition would dominate the cost of the whole pass)."""
+
+        def call_module(self, target, args, kwargs):
+            if is_norm(self.fetch_attr(target)) and len(args) == 1 and not kwargs:
+                return args[0]
+            return super().call_module(target, args, kwargs)
+
+    return ShapeOnly
+
+
+def _ShapeOnly(gm, mode):  # noqa: N802 - a lazily built class (keeps `import normfold` light)
+    return _shape_only_class()(gm, mode)
 
 
 def _shape(node: Any) -> tuple[int, ...] | None:

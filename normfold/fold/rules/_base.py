@@ -72,7 +72,8 @@ def rebuilt(module: nn.Module, k: torch.Tensor, bias: torch.Tensor, groups: int 
         bias, why = cast(bias, dtype)
     if why is not None:
         return why
-    new = copy.deepcopy(module)
+    new = copy.copy(module)  # shallow: the weight and bias are replaced, nothing else is mutable state
+    new._parameters, new._buffers, new._modules = dict(module._parameters), dict(module._buffers), dict(module._modules)
     grad = module.weight.requires_grad
     new.weight = nn.Parameter(weight.to(module.weight.device), requires_grad=grad)
     new.bias = nn.Parameter(bias.to(module.weight.device), requires_grad=grad)
