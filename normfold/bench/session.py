@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..verify.session import PROVIDERS, SessionError, provider_name
+from ..verify.session import PROVIDERS, SessionError, cuda_problem, provider_name, shape_mismatch
 
 OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
@@ -65,38 +65,16 @@ class SessionConfig:
 
 @functools.lru_cache(maxsize=None)
 def cuda_unavailable_reason() -> str | None:
-    """None when a session really runs on CUDAExecutionProvider, else why not."""
-    import onnxruntime as ort
+    """None when a session really runs on CUDAExecutionProvider, else why not.
 
-    if PROVIDERS["cuda"] not in ort.get_available_providers():
-        return f"this onnxruntime build ({ort.__version__}) has no CUDAExecutionProvider"
+    A CUDA build of torch that sees no device answers quickly; otherwise
+    verify's probe opens a one-node CUDA session and checks what it got.
+    """
     import torch
 
     if torch.version.cuda is not None and not torch.cuda.is_available():
         return "torch.cuda.is_available() is False: no usable CUDA device"
-    ort.set_default_logger_severity(4)  # the failed probe logs a page of library errors
-    try:
-        session = ort.InferenceSession(_probe_model(), providers=[PROVIDERS["cuda"]])
-        got = session.get_providers()
-    except Exception as exc:
-        return f"onnxruntime could not create a CUDA session: {str(exc).strip().splitlines()[0]}"
-    finally:
-        ort.set_default_logger_severity(2)
-    if got[0] != PROVIDERS["cuda"]:
-        return ("onnxruntime lists CUDAExecutionProvider but a session fell back to "
-                f"{got[0]} (no GPU, or CUDA/cuDNN libraries missing)")
-    return None
-
-
-def _probe_model() -> bytes:
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["x"], ["y"])], "probe",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9).SerializeToString()
+    return cuda_problem()
 
 
 def open_timed(path: str | os.PathLike, config: SessionConfig):
@@ -145,11 +123,9 @@ def make_input(session, sample_shape: tuple[int, ...], batch_size: int, seed: in
     if dtype is None:
         raise SessionError(f"input {meta.name!r} has type {meta.type}; bench feeds float tensors only")
     shape = (batch_size, *sample_shape)
-    if len(meta.shape) != len(shape):
-        raise SessionError(f"input {meta.name!r} has rank {len(meta.shape)} {meta.shape}, the input shape {shape} has rank {len(shape)}")
-    for want, got in zip(meta.shape[1:], shape[1:]):
-        if isinstance(want, int) and want != got:
-            raise SessionError(f"input {meta.name!r} has shape {meta.shape}, the input shape is {shape}")
+    problem = shape_mismatch(meta.shape, shape)
+    if problem:
+        raise SessionError(f"input {meta.name!r} has shape {meta.shape}, the input shape is {list(shape)} ({problem})")
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
 
 

@@ -148,3 +148,10 @@ def test_bad_arguments_are_named(kwargs, match):
 
 def test_bench_is_exported_from_the_package():
     assert normfold.bench is bench
+
+
+def test_a_file_that_rejects_the_sample_shape_is_named(tmp_path):
+    path = tmp_path / "fixed.onnx"
+    path.write_bytes(_fixed_batch_onnx_bytes())
+    with pytest.raises(BenchError, match=r"fixed\.onnx.*axis 2 must be 8, got 9"):
+        bench(onnx_files=[path], sample_shape=(3, 9, 9), providers=("cpu",), optimizations=("all",), **FAST)
