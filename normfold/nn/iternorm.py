@@ -69,5 +69,8 @@ class IterNorm(GroupWhitening):
     def whitening_matrix(self, sigma: torch.Tensor) -> torch.Tensor:
         return newton_whitening(sigma, self.T)
 
+    def _stats_key(self):
+        return (*super()._stats_key(), self.T)  # changing T changes W(running_cov)
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, T={self.T}"

@@ -71,6 +71,16 @@ def test_eval_follows_training_steps_and_in_place_edits(name):
     assert np.abs(got - eval_forward_np(name, layer, x.numpy())).max() <= f64_tol(x.numpy(), got, layer)
 
 
+def test_changing_iternorm_T_rederives_the_eval_matrix():
+    layer = populated("iternorm-cov", SHAPE)
+    x = correlated(SHAPE, seed=37)
+    before = _eval(layer, x)
+    layer.T = 2
+    got = _eval(layer, x)
+    assert np.abs(got - before).max() > 1e-3
+    assert np.abs(got - eval_forward_np("iternorm-cov", layer, x.numpy())).max() <= f64_tol(x.numpy(), got, layer)
+
+
 def test_never_updated_layer_is_detectable():
     for name in sorted(NORMS):
         layer = create_norm(name, 8)
