@@ -9,7 +9,8 @@
 ``assert_equivalent`` exports the model (folded, dynamic batch) to a temporary
 file, verifies it against the model run in float64 (normfold.verify: batch
 sizes 1 and 3, the tolerance rule of normfold/verify/tolerance.py) and raises
-AssertionError with the report's table when a check fails.
+NotEquivalent (an AssertionError carrying ``.report``) with the report's table
+when a check fails.
 """
 from __future__ import annotations
 
@@ -22,6 +23,14 @@ from torch import nn
 
 from .export import export
 from .verify import VerifyReport, verify
+
+
+class NotEquivalent(AssertionError):
+    """A verify check failed; ``report`` is the VerifyReport, ``str(self)`` its table."""
+
+    def __init__(self, message: str, report: VerifyReport):
+        super().__init__(message)
+        self.report = report
 
 
 def assert_equivalent(
@@ -52,5 +61,5 @@ def assert_equivalent(
 def _check(model, path, example_inputs, providers, atol, rtol, batch_sizes) -> VerifyReport:
     report = verify(model, path, example_inputs, providers, atol=atol, rtol=rtol, batch_sizes=batch_sizes)
     if not report.ok:
-        raise AssertionError(f"{type(model).__name__} is not equivalent to its ONNX export:\n{report}")
+        raise NotEquivalent(f"{type(model).__name__} is not equivalent to its ONNX export {path.name}:\n{report}", report)
     return report

@@ -19,6 +19,7 @@ Exit 0 pass, 1 a check failed, 2 bad input or environment.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ._common import EXIT_FAILED, EXIT_OK, UsageError, add_model_arguments, load_model, write_json_atomic
@@ -104,11 +105,11 @@ def main(args: argparse.Namespace) -> int:
     except (SessionError, InputError, ExportError) as exc:
         raise UsageError(str(exc)) from exc
 
-    console = Console(highlight=False)
-    console.print(f"model {name}   onnx {onnx_path}   inputs {source}")
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    console.print(f"model {name}   onnx {onnx_path}   inputs {source}", soft_wrap=True)
     console.print(report.table())
     for line in report.summary():
-        console.print(line, style=None if report.ok else ("bold red" if line.startswith("FAIL") else None))
+        console.print(line, soft_wrap=True, style="bold red" if line.startswith("FAIL") else None)
     if args.json is not None:
         write_json_atomic({
             "model": name,
