@@ -45,12 +45,12 @@ class ConvNeXt(nn.Module):
             cin = dim
         self.stages = nn.Sequential(*stages)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.head_norm = nn.LayerNorm(cin)
+        self.head_norm = create_norm(norm, cin)     # on the pooled (N, C, 1, 1) map: LayerNorm over C
         self.head = nn.Linear(cin, num_classes)
 
     def forward(self, x):
-        x = self.avgpool(self.stages(self.stem(x))).flatten(1)
-        return self.head(self.head_norm(x))
+        x = self.head_norm(self.avgpool(self.stages(self.stem(x))))
+        return self.head(x.flatten(1))
 
 
 def convnext(norm: str = "ln", width_mult: float = 1.0, **kw) -> ConvNeXt:
