@@ -121,3 +121,13 @@ def channel_mismatch(site: Site, channels: int, what: str) -> str | None:
     if site.map.channels != channels:
         return f"the norm has {site.map.channels} channels but {site.name} has {channels} {what}"
     return None
+
+
+def linear_axis_reason(site: Site, shape, side: str) -> str | None:
+    """A Linear acts on the last axis, a norm on axis 1: the same axis only at rank 2."""
+    if shape is None:
+        return f"the {side} shape of {site.name} is unknown, so the norm's axis cannot be checked"
+    if len(shape) != 2:
+        return (f"{site.name} (Linear) has {side} shape {tuple(shape)}: its features are the last axis, "
+                "but the norm normalizes axis 1")
+    return None

@@ -13,18 +13,11 @@ from __future__ import annotations
 from torch import nn
 
 from ..algebra import fold_backward
-from ._base import Rewrite, Rule, Site, channel_mismatch, grouped_weight, rebuilt
+from ._base import Rewrite, Rule, Site, channel_mismatch, grouped_weight, linear_axis_reason, rebuilt
 
 
 def check(site: Site) -> str | None:
-    if site.out_shape is None:
-        return f"the output shape of {site.name} is unknown, so the norm's axis cannot be checked"
-    if len(site.out_shape) != 2:
-        return (
-            f"{site.name} (Linear) outputs shape {tuple(site.out_shape)}: its features are the last axis, "
-            "but the norm normalizes axis 1"
-        )
-    return channel_mismatch(site, site.module.out_features, "output features")
+    return linear_axis_reason(site, site.out_shape, "output") or channel_mismatch(site, site.module.out_features, "output features")
 
 
 def rewrite(site: Site) -> Rewrite | str:

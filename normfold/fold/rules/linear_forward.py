@@ -11,18 +11,11 @@ from __future__ import annotations
 from torch import nn
 
 from ..algebra import fold_forward
-from ._base import Rewrite, Rule, Site, channel_mismatch, grouped_weight, rebuilt
+from ._base import Rewrite, Rule, Site, channel_mismatch, grouped_weight, linear_axis_reason, rebuilt
 
 
 def check(site: Site) -> str | None:
-    if site.in_shape is None:
-        return f"the input shape of {site.name} is unknown, so the norm's axis cannot be checked"
-    if len(site.in_shape) != 2:
-        return (
-            f"{site.name} (Linear) reads the last axis of shape {tuple(site.in_shape)}, "
-            "but the norm acts on axis 1"
-        )
-    return channel_mismatch(site, site.module.in_features, "input features")
+    return linear_axis_reason(site, site.in_shape, "input") or channel_mismatch(site, site.module.in_features, "input features")
 
 
 def rewrite(site: Site) -> Rewrite | str:
