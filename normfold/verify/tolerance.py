@@ -13,11 +13,15 @@ error is <= allowed.
 
 Why K = 8: a folded model rounds differently (W' = A W is rounded once instead
 of W and A separately) and onnxruntime sums in another order, so its error is
-of the same order as e_ref but not equal to it. Measured on the zoo (see
-``normfold verify`` on resnet18-bn/-center/-iternorm, batch 1 and 3, ORT CPU),
-folded ONNX runs land at 0.6-2.4x e32, and folded fp16 runs at 0.8-1.8x e16.
-A wrong fold (one weight off by 1e-3 relative) lands at 100x e_ref and beyond,
-so 8 leaves margin on both sides.
+of the same order as e_ref but not equal to it. Measured on the zoo (11 models:
+ResNet-18 with BN/BRN/centering/GN/IterNorm/decorrelation/PCA/Cholesky,
+pre-activation ResNet-18, MobileNetV2, ConvNeXt-LN; 1x3x64x64 inputs, batch 1
+and 3, ORT CPU), the folded eager and folded ONNX runs land at 0.57-2.0x e32.
+In float16 they land at 0.39-1.1x e16, and far below it (0.001-0.004x) for
+whitening models, whose unfolded fp16 run loses much more than the folded one.
+A wrong fold is far outside: one layer's weight scaled by 1.001 gives ~10^4x
+e32 (the tiny model of tests/verify), one element off by 5% of the layer's max ~7500x.
+So 8 leaves margin on both sides.
 
 Why the floor: a model whose reference run happens to be exact on these inputs
 (e_ref = 0, e.g. an identity) would otherwise demand bit-exactness. 64 float32
