@@ -185,19 +185,22 @@ def scale_inputs(k: torch.Tensor, m: ChannelMap) -> torch.Tensor:
 
 
 def cast(t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, str | None]:
-    """Cast a float64 result once to ``dtype``; the reason it does not fit, or None."""
-    if not t.dtype.is_floating_point or not dtype.is_floating_point:
-        return t.to(dtype), None
-    if t.numel() == 0:
-        return t.to(dtype), None
-    low, high = torch.aminmax(t)  # one pass; NaN propagates
-    biggest = max(-float(low), float(high))
-    if not math.isfinite(biggest):
+    """Cast a float64 result once to ``dtype``; the reason it does not fit, or None.
+
+    A value beyond the dtype's range becomes inf in the cast, so the check runs
+    on the (smaller) cast tensor, in one pass; NaN propagates through it too.
+    """
+    out = t.to(dtype)
+    if not out.dtype.is_floating_point or out.numel() == 0:
+        return out, None
+    low, high = torch.aminmax(out)
+    if math.isfinite(float(low)) and math.isfinite(float(high)):
+        return out, None
+    if not bool(torch.isfinite(t).all()):
         return t, "the folded values are not finite"
+    biggest = float(t.abs().max())
     limit = torch.finfo(dtype).max
-    if biggest > limit:
-        return t, f"a folded value reaches {biggest:.4g}, beyond the {str(dtype).replace('torch.', '')} maximum {limit:.6g}"
-    return t.to(dtype), None
+    return t, f"a folded value reaches {biggest:.4g}, beyond the {str(dtype).replace('torch.', '')} maximum {limit:.6g}"
 
 
 def fold_into_producer(
