@@ -4,12 +4,12 @@
 matches, why not, the rewrite); ``trace``: torch.fx with norms as leaves;
 ``graph``: the pass that finds sites and dispatches; ``report``: the outcome.
 """
-from .algebra import ChannelMap, fold_into_producer, is_block_diagonal
+from .algebra import ChannelMap, fold_into_producer
 from .graph import FoldResult, as_input_tuple, fold
 from .report import FoldReport, Folded, Skipped
 from .trace import FoldError
 
 __all__ = [
     "ChannelMap", "FoldError", "FoldReport", "FoldResult", "Folded", "Skipped",
-    "as_input_tuple", "fold", "fold_into_producer", "is_block_diagonal",
+    "as_input_tuple", "fold", "fold_into_producer",
 ]

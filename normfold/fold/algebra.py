@@ -189,8 +189,11 @@ def cast(t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, str | None]
 
     A value beyond the dtype's range becomes inf in the cast, so the check runs
     on the (smaller) cast tensor, in one pass; NaN propagates through it too.
+    The result is contiguous in the default layout: einsum can hand back a 1x1
+    conv weight with strides that torch reads as channels_last, which the
+    exporter turns into an as_strided chain of Shape/Range/Gather nodes.
     """
-    out = t.to(dtype)
+    out = t.to(dtype, memory_format=torch.contiguous_format)
     if not out.dtype.is_floating_point or out.numel() == 0:
         return out, None
     low, high = torch.aminmax(out)
@@ -217,9 +220,10 @@ def fold_into_producer(
             f"a producer with {weight.shape[0]} output channels"
         )
     k, b = fold_backward(to_groups(weight, 1, transposed=False), bias, m)
-    return from_groups(k, transposed=False, linear=weight.dim() == 2).to(weight.dtype), b.to(weight.dtype)
-
-
-def is_block_diagonal(a: torch.Tensor, groups: int) -> bool:
-    """True when the (C, C) matrix ``a`` has no entry outside its ``groups`` diagonal blocks."""
-    return ChannelMap.of(a, torch.zeros(a.shape[0], dtype=torch.float64)).is_block_diagonal(groups)
+    folded = []
+    for t in (from_groups(k, transposed=False, linear=weight.dim() == 2), b):
+        out, reason = cast(t, weight.dtype)
+        if reason is not None:
+            raise ValueError(reason)
+        folded.append(out)
+    return folded[0], folded[1]

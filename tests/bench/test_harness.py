@@ -72,9 +72,6 @@ def test_variant_files_are_what_their_names_say(exported):
     assert sorted(report.twin["replaced"]) == ["1", "4", "7"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fold_into_producer returns a 1x1 conv weight with strides (C,1,C,C); torch picks channels_last for "
-    "that conv and the export gains Shape/Range/Gather ops (as_strided) the twin does not have"))
 def test_folded_graph_is_the_twins_graph(exported):
     _, _, report, _ = exported
     paths = {v.name: v.path for v in report.variants}
