@@ -40,6 +40,7 @@ from torch.nn import functional as F
 
 from normfold import export, verify
 from normfold.nn import is_norm
+from normfold.nn.whitening import eigh_descending
 from normfold.verify.session import open_session, run_session
 from normfold.zoo.digits import DigitNet, Digits, load_digits
 
@@ -58,6 +59,7 @@ class History:
     diverged: str = ""                                          # why training stopped early, if it did
     seconds: float = 0.0
     sweep: str = ""                                             # survey: "batch" or "whitening"
+    axis_swaps: float = float("nan")                            # survey: see AxisSwaps
 
     @property
     def final_acc(self) -> float:
@@ -73,10 +75,50 @@ def predict(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     return model.eval()(x).argmax(1).numpy()
 
 
-def train(data: Digits, norm: str, *, batch_size: int, epochs: int, seed: int, lr: float) -> tuple[nn.Module, History]:
-    """Adam, cross-entropy, the same seeded shuffles for every norm; stops on a non-finite loss."""
+class AxisSwaps:
+    """How often the principal axes of a layer's input change order between consecutive batches.
+
+    Per group of ``g`` channels, D_t holds the eigenvectors of batch t's covariance
+    sorted by decreasing eigenvalue. Axis i of batch t counts as swapped when the
+    axis of batch t-1 it is most aligned with (max |cos|) is not axis i. PCA
+    whitening outputs coordinates along these axes, so a swap permutes the channels
+    the next layer sees; ZCA (D Lambda^-1/2 D^T) and IterNorm do not depend on the
+    order or the signs of the axes. Measured on the input, so the same for any norm.
+    """
+
+    def __init__(self, module: nn.Module, group: int = 16):
+        self.group, self.previous, self.swapped, self.total = group, None, 0, 0
+        self.handle = module.register_forward_pre_hook(self)
+
+    @torch.no_grad()
+    def __call__(self, module, args):
+        if not module.training:
+            return
+        x = args[0].detach().double()
+        c = x.shape[1]
+        xs = x.transpose(0, 1).reshape(c // self.group, self.group, -1)
+        xs = xs - xs.mean(-1, keepdim=True)
+        axes = eigh_descending(xs @ xs.transpose(-2, -1) / xs.shape[-1])[1]
+        if self.previous is not None:
+            match = (axes.transpose(-2, -1) @ self.previous).abs().argmax(-1)     # (G, g)
+            self.swapped += int((match != torch.arange(self.group)).sum())
+            self.total += match.numel()
+        self.previous = axes
+
+    @property
+    def rate(self) -> float:
+        return self.swapped / self.total if self.total else float("nan")
+
+
+def train(data: Digits, norm: str, *, batch_size: int, epochs: int, seed: int, lr: float,
+          track_axes: bool = False) -> tuple[nn.Module, History]:
+    """Adam, cross-entropy, the same seeded shuffles for every norm; stops on a non-finite loss.
+
+    ``track_axes``: record ``History.axis_swaps`` at the first norm layer (see AxisSwaps).
+    """
     torch.manual_seed(seed)
     model = DigitNet(norm, **NORM_KW.get(norm, {}))
+    meter = AxisSwaps(model.features[1]) if track_axes else None
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     hist = History(norm, batch_size, seed)
@@ -104,6 +146,9 @@ def train(data: Digits, norm: str, *, batch_size: int, epochs: int, seed: int, l
         hist.epoch_loss.append(total / steps)
         hist.epoch_acc.append(accuracy(model, data.x_test, data.y_test))
     hist.seconds = time.perf_counter() - start
+    if meter is not None:
+        hist.axis_swaps = meter.rate
+        meter.handle.remove()
     return model.eval(), hist
 
 
@@ -181,7 +226,7 @@ def demo(args) -> int:
     print("FAIL: a folded model disagrees with PyTorch" if failed else
           "PASS: every folded ONNX model predicts exactly what its PyTorch model predicts")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        write_atomic(Path(args.json), json.dumps(rows, indent=2) + "\n")
     return 1 if failed else 0
 
 
@@ -211,7 +256,8 @@ def survey(args) -> int:
 
     def run(norm, bs, epochs, sweep):
         for seed in seeds:
-            _, h = train(data, norm, batch_size=bs, epochs=epochs, seed=seed, lr=args.survey_lr)
+            _, h = train(data, norm, batch_size=bs, epochs=epochs, seed=seed, lr=args.survey_lr,
+                         track_axes=sweep == "whitening")
             h.sweep = sweep
             runs.append(h)
             print(f"{norm:<9} batch {bs:>2} seed {seed}: test acc {h.final_acc:.3f}  {h.seconds:5.1f}s"
@@ -222,6 +268,18 @@ def survey(args) -> int:
             run(norm, bs, args.survey_epochs, "batch")
     for norm in WHITENING_NORMS:
         run(norm, 32, args.whitening_epochs, "whitening")
+    write_survey(runs, args)
+    return 0
+
+
+def replot(args) -> int:
+    """Redraw the table and plot from docs/digits_survey.json (give the options the survey ran with)."""
+    path = Path(args.docs) / "digits_survey.json"
+    write_survey([History(**h) for h in json.loads(path.read_text())], args)
+    return 0
+
+
+def write_survey(runs: list[History], args) -> None:
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
     command = "python scripts/train_digits.py --survey " + " ".join(
@@ -231,9 +289,8 @@ def survey(args) -> int:
                                                      ("small_batch_norms", " ".join(args.small_batch_norms))))
     write_atomic(docs / "digits_survey.md", survey_markdown(runs, args, command))
     plot_survey(runs, docs / "digits_survey.png", command, args.small_batch_norms)
-    (docs / "digits_survey.json").write_text(json.dumps([asdict(h) for h in runs], indent=1) + "\n")
+    write_atomic(docs / "digits_survey.json", json.dumps([asdict(h) for h in runs], indent=1) + "\n")
     print(f"wrote {docs / 'digits_survey.md'}, {docs / 'digits_survey.png'}, {docs / 'digits_survey.json'}")
-    return 0
 
 
 def _select(runs, sweep, norm, bs=32):
@@ -263,15 +320,16 @@ def survey_markdown(runs: list[History], args, command: str) -> str:
         "",
         f"## Whitening: ZCA and IterNorm vs PCA (batch 32, {args.whitening_epochs} epochs)",
         "",
-        "| norm | test acc % | final train loss | train loss after epoch 1 | seeds diverged |",
-        "|---|---|---|---|---|",
+        "| norm | test acc % | final train loss | train loss after epoch 1 | seeds diverged "
+        "| principal axes reordered between batches (layer 1) |",
+        "|---|---|---|---|---|---|",
     ]
     for norm in WHITENING_NORMS:
         hs = _select(runs, "whitening", norm)
         final_loss = _mean_std([h.epoch_loss[-1] if h.epoch_loss and not h.diverged else float("nan") for h in hs])
         first_loss = _mean_std([h.epoch_loss[0] if h.epoch_loss else float("nan") for h in hs])
         lines.append(f"| {norm} | {_pct([h.final_acc for h in hs])} | {final_loss[0]:.3f} | {first_loss[0]:.3f} | "
-                     f"{sum(bool(h.diverged) for h in hs)}/{len(hs)} |")
+                     f"{sum(bool(h.diverged) for h in hs)}/{len(hs)} | {100 * _mean_std([h.axis_swaps for h in hs])[0]:.0f}% |")
     lines += ["", "![digits survey](digits_survey.png)", ""]
     return "\n".join(lines)
 
@@ -287,8 +345,10 @@ def plot_survey(runs: list[History], path: Path, command: str, small_batch_norms
         stats = [_mean_std([h.final_acc for h in _select(runs, "batch", norm, bs)]) for bs in BATCH_SIZES]
         ax1.errorbar(BATCH_SIZES, [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats],
                      marker="o", capsize=3, label=norm)
-    ax1.set(xscale="log", xlabel="batch size", ylabel="test accuracy % (eval mode)", title="small batches")
+    ax1.set_xscale("log", base=2)
+    ax1.set(xlabel="batch size", ylabel="test accuracy % (eval mode)", title="small batches (mean ± std over seeds)")
     ax1.set_xticks(BATCH_SIZES, [str(b) for b in BATCH_SIZES])
+    ax1.minorticks_off()
     for norm in WHITENING_NORMS:
         hs = [h for h in _select(runs, "whitening", norm) if h.epoch_acc]
         epochs = min(len(h.epoch_acc) for h in hs)
@@ -319,6 +379,8 @@ def write_atomic(path: Path, text: str) -> None:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--survey", action="store_true", help="run the survey experiments instead of the demo")
+    p.add_argument("--replot", action="store_true",
+                   help="survey: redraw the table and plot from DOCS/digits_survey.json without training")
     p.add_argument("--norms", nargs="+", default=list(DEMO_NORMS), help="norm names (create_norm) for the demo")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=32)
@@ -337,6 +399,8 @@ def main(argv=None) -> int:
     p.add_argument("--docs", default=str(ROOT / "docs"), help="survey: where the table and plot go")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.replot:
+        return replot(args)
     return survey(args) if args.survey else demo(args)
 
 
