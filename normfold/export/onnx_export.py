@@ -1,9 +1,11 @@
 """Export to ONNX: fold (optional) -> torch.onnx.export (dynamo) -> onnxsim -> onnx.checker.
 
 With ``fold=False`` the model is exported as it is, norm layers kept: the
-exporter's optimizer and onnxsim's fuse-bn-into-conv are both turned off, so the
-file really is the unfolded baseline (otherwise Conv->BatchNormalization would
-be fused by the tools, and the comparison would measure nothing).
+exporter's optimizer runs without its BatchNorm fusions (see optimize.py) and
+onnxsim without fuse-bn-into-conv, so the file is the unfolded baseline and
+differs from the folded export only in folding (otherwise
+Conv->BatchNormalization would be fused by the tools, and the comparison would
+measure nothing).
 
 ``precision="fp16"`` exports a float16 model: the weights are promoted to
 float64, folded there, and cast to float16 once (never folded in fp16
@@ -32,6 +34,7 @@ from torch import nn
 
 from ..fold import FoldReport, as_input_tuple, fold as fold_model
 from ..nn.bake import bake_weights
+from .optimize import optimize as optimize_graph
 
 
 class ExportError(RuntimeError):
@@ -75,7 +78,7 @@ def export(
     work, report = prepare(model, inputs, fold=fold, dtype=dtype)
     inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
 
-    proto = _torch_export(work, inputs, opset=opset, dynamic_batch=dynamic_batch, optimize=fold)
+    proto = _torch_export(work, inputs, opset=opset, dynamic_batch=dynamic_batch, keep_norms=not fold)
     if simplify:
         proto = _simplify(proto, keep_norms=not fold)
     try:
@@ -122,7 +125,7 @@ def prepare(model: nn.Module, inputs: tuple, *, fold: bool, dtype: torch.dtype) 
     return wide.to(dtype), report
 
 
-def _torch_export(model: nn.Module, inputs: tuple, *, opset: int, dynamic_batch: bool, optimize: bool) -> onnx.ModelProto:
+def _torch_export(model: nn.Module, inputs: tuple, *, opset: int, dynamic_batch: bool, keep_norms: bool) -> onnx.ModelProto:
     dynamic_shapes = None
     if dynamic_batch:
         # torch.export specializes a dimension whose example size is 1; trace with batch 2.
@@ -137,9 +140,10 @@ def _torch_export(model: nn.Module, inputs: tuple, *, opset: int, dynamic_batch:
                 dynamo=True,
                 opset_version=opset,
                 dynamic_shapes=dynamic_shapes,
-                optimize=optimize,
+                optimize=False,
                 verbose=False,
             )
+            optimize_graph(program.model, keep_norms=keep_norms)
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {_first_line(exc)}") from exc
     return program.model_proto

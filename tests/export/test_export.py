@@ -55,3 +55,19 @@ def test_failed_export_leaves_no_file_and_keeps_the_old_one(tmp_path):
 def test_bad_output_path_is_named(model, tmp_path, bad):
     with pytest.raises(ExportError, match="export path"):
         normfold.export(model, torch.randn(1, 3, 6, 6), tmp_path / bad)
+
+
+def test_unfolded_baseline_differs_from_folded_only_by_the_folded_norms(tmp_path):
+    """The baseline keeps the exporter's other optimizations: an unfoldable GroupNorm
+    exports to the same ops either way, and the only difference is the BatchNormalization."""
+    m = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(4, 8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+    )
+    m = populate_stats(m, (8, 3, 6, 6))
+    x = torch.randn(1, 3, 6, 6)
+    base = normfold.export(m, x, tmp_path / "base.onnx", fold=False).op_counts
+    folded = normfold.export(m, x, tmp_path / "folded.onnx").op_counts
+    assert base.pop("BatchNormalization") == 1
+    assert base == folded
+    assert_equivalent_outputs(m, run_onnx(tmp_path / "base.onnx", x), x)
