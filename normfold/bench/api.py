@@ -50,6 +50,7 @@ def bench(
     warmup: int = 5,
     creation_repeats: int = 3,
     cudnn_conv_algo_search: str = "EXHAUSTIVE",
+    spinning: bool = False,
     budget_ms: float | None = None,
     budget_percentile: float = 90.0,
     name: str | None = None,
@@ -64,6 +65,8 @@ def bench(
     ``providers=None`` means cpu, plus cuda when a CUDA session really works;
     naming "cuda" explicitly when it does not raises BenchError.
     ``threads``: intra-op threads, default the CPUs in this process's affinity.
+    ``spinning``: let onnxruntime's thread pools spin-wait between runs (off by
+    default: interleaved sessions would steal each other's cores; session.py).
     """
     log = log or (lambda _msg: None)
     if model is None and not onnx_files:
@@ -92,7 +95,7 @@ def bench(
 
     skipped: list[dict] = []
     providers = _resolve_providers(providers, skipped, log)
-    configs = [SessionConfig(p, o, threads, inter_op_threads, cudnn_conv_algo_search)
+    configs = [SessionConfig(p, o, threads, inter_op_threads, cudnn_conv_algo_search, spinning)
                for p in providers for o in optimizations]
 
     with tempfile.TemporaryDirectory(prefix="normfold-bench-") as tmp:

@@ -10,6 +10,14 @@ host<->device copies are not timed as compute.
 CUDA is probed, not assumed: onnxruntime-gpu lists CUDAExecutionProvider as
 available on machines without a GPU or without the CUDA libraries, then
 silently runs on CPU. A provider counts only if a session really got it.
+
+Thread-pool spinning is off by default. onnxruntime's intra-op threads
+spin-wait after each run; when variants run interleaved, the spinning pool of
+the session that just ran competes with the next one for the same cores.
+Measured on this 2-core machine, two sessions of the *same* ResNet-18 file
+interleaved: spinning on, p50 54 ms and a per-round ratio IQR of 0.50-1.67;
+spinning off, p50 27 ms and an IQR of 0.986-1.013 (/tmp/spin.py in the issue
+note). Every variant gets the same setting, so ratios stay fair.
 """
 from __future__ import annotations
 
@@ -42,6 +50,7 @@ class SessionConfig:
     intra_op_threads: int
     inter_op_threads: int = 1
     cudnn_conv_algo_search: str = "EXHAUSTIVE"
+    spinning: bool = False              # intra/inter-op thread pools spin-wait between runs
 
     def __post_init__(self):
         provider_name(self.provider)
@@ -90,6 +99,9 @@ def open_timed(path: str | os.PathLike, config: SessionConfig):
     opts.intra_op_num_threads = config.intra_op_threads
     opts.inter_op_num_threads = config.inter_op_threads
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    spin = "1" if config.spinning else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
     providers: list = [PROVIDERS["cpu"]]
     if config.provider == "cuda":
         providers = [(PROVIDERS["cuda"], {"device_id": 0, "cudnn_conv_algo_search": config.cudnn_conv_algo_search}),

@@ -68,6 +68,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--opt-levels", type=_name_list(("disable", "basic", "extended", "all")),
                    default=("disable", "all"), help="graph optimization levels (default disable,all)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: CPUs in the affinity mask)")
+    p.add_argument("--spinning", action="store_true",
+                   help="let onnxruntime's thread pools spin-wait between runs (off: interleaved sessions would compete)")
     p.add_argument("--rounds", type=int, default=20, help="interleaved rounds (default 20)")
     p.add_argument("--runs-per-round", type=int, default=5, help="timed runs per variant per round (default 5)")
     p.add_argument("--warmup", type=int, default=5, help="untimed runs per variant and batch size (default 5)")
@@ -105,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         report = bench(
             model, x, onnx_files=onnx_files, sample_shape=shape[1:], providers=args.providers,
-            batch_sizes=args.batch_sizes or (shape[0],), optimizations=args.opt_levels, threads=args.threads,
+            batch_sizes=args.batch_sizes or (shape[0],), optimizations=args.opt_levels, threads=args.threads, spinning=args.spinning,
             rounds=args.rounds, runs_per_round=args.runs_per_round, warmup=args.warmup,
             creation_repeats=args.creation_repeats, budget_ms=args.budget_ms,
             budget_percentile=args.percentile or 90.0, name=name, export_dir=args.export_dir,

@@ -110,6 +110,10 @@ def test_session_options_are_applied(tmp_path):
     assert str(opts.graph_optimization_level).endswith("ORT_DISABLE_ALL")
     assert session.get_providers() == ["CPUExecutionProvider"]
     assert ms > 0
+    for pool in ("intra", "inter"):  # interleaved sessions must not spin on each other's cores
+        assert opts.get_session_config_entry(f"session.{pool}_op.allow_spinning") == "0"
+    spinning, _ = open_timed(path, SessionConfig("cpu", "disable", intra_op_threads=1, spinning=True))
+    assert spinning.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "1"
 
 
 def _fixed_batch_onnx_bytes() -> bytes:
