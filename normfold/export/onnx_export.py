@@ -1,11 +1,12 @@
 """Export to ONNX: fold (optional) -> torch.onnx.export (dynamo) -> onnxsim -> onnx.checker.
 
 With ``fold=False`` the model is exported as it is, norm layers kept: the
-exporter's optimizer runs without its BatchNorm fusions (see optimize.py) and
-onnxsim without fuse-bn-into-conv, so the file is the unfolded baseline and
-differs from the folded export only in folding (otherwise
-Conv->BatchNormalization would be fused by the tools, and the comparison would
-measure nothing).
+exporter's optimizer runs without its BatchNorm fusions (see optimize.py), and
+onnxsim only folds constants and infers shapes: its optimizer stage would fuse
+Conv->BatchNormalization, and (onnxsim >= 0.8) also Conv->Mul->Add, i.e. a
+diagonal norm written as arithmetic, into the Conv. The file then keeps every
+norm layer, and differs from the folded export in folding alone; the exporter's
+other clean-ups apply to both.
 
 ``precision="fp16"`` exports a float16 model: the weights are promoted to
 float64, folded there, and cast to float16 once (never folded in fp16
@@ -153,7 +154,7 @@ def _simplify(proto: onnx.ModelProto, *, keep_norms: bool) -> onnx.ModelProto:
     import onnxsim
 
     try:
-        simplified, ok = onnxsim.simplify(proto, skip_fuse_bn=keep_norms)
+        simplified, ok = onnxsim.simplify(proto, perform_optimization=not keep_norms)
     except Exception as exc:
         raise ExportError(f"onnxsim failed: {_first_line(exc)}") from exc
     if not ok:

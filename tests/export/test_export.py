@@ -59,7 +59,9 @@ def test_bad_output_path_is_named(model, tmp_path, bad):
 
 def test_unfolded_baseline_differs_from_folded_only_by_the_folded_norms(tmp_path):
     """The baseline keeps the exporter's other optimizations: an unfoldable GroupNorm
-    exports to the same ops either way, and the only difference is the BatchNormalization."""
+    exports to the same compute ops either way, and the only difference is the
+    BatchNormalization. (onnxsim's optimizer stage, off for the baseline, also turns
+    GroupNorm's Shape->Reshape into a Reshape with copy-dims: one Shape node, no compute.)"""
     m = nn.Sequential(
         nn.Conv2d(3, 8, 3, padding=1), nn.GroupNorm(4, 8), nn.ReLU(),
         nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
@@ -69,5 +71,19 @@ def test_unfolded_baseline_differs_from_folded_only_by_the_folded_norms(tmp_path
     base = normfold.export(m, x, tmp_path / "base.onnx", fold=False).op_counts
     folded = normfold.export(m, x, tmp_path / "folded.onnx").op_counts
     assert base.pop("BatchNormalization") == 1
+    assert base.pop("Shape", 0) <= 1
     assert base == folded
+    assert_equivalent_outputs(m, run_onnx(tmp_path / "base.onnx", x), x)
+
+
+def test_unfolded_baseline_keeps_a_norm_written_as_arithmetic(tmp_path):
+    """Scaling exports as Mul/Add; onnxsim's optimizer would absorb it into the Conv."""
+    from normfold.nn import Scaling
+
+    m = populate_stats(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), Scaling(8), nn.ReLU()), (8, 3, 6, 6))
+    x = torch.randn(1, 3, 6, 6)
+    base = normfold.export(m, x, tmp_path / "base.onnx", fold=False).op_counts
+    folded = normfold.export(m, x, tmp_path / "folded.onnx").op_counts
+    assert base.get("Mul", 0) >= 1 and base.get("Add", 0) >= 1, base
+    assert folded == {"Conv": 1, "Relu": 1}
     assert_equivalent_outputs(m, run_onnx(tmp_path / "base.onnx", x), x)
