@@ -1,17 +1,19 @@
 """normfold: fold frozen normalization statistics into Conv/Linear weights, export, verify."""
+from .bench import BenchReport, bench
 from .export import ExportResult, export
 from .fold import FoldReport, FoldResult, fold
 from .nn import NotFoldableError, inference_affine, register_norm
 from .verify import VerifyReport, verify
-from .bench import BenchReport, bench
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BenchReport",
     "ExportResult",
     "FoldReport",
     "FoldResult",
     "NotFoldableError",
+    "bench",
     "export",
     "fold",
     "inference_affine",

@@ -18,7 +18,6 @@ import argparse
 import os
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 
 import normfold
 from normfold import zoo
+from normfold.atomic import write_text
 from normfold.bench.plot import plot_png
 from normfold.cli._common import parse_shape, write_json_atomic
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json_atomic({"command": command, "missing_models": missing, "reports": [r.to_dict() for r in reports]},
                       args.out / "bench_zoo.json")
     text = markdown(reports, command.strip(), missing, elapsed, load_before, load_after, png.name)
-    _write_text_atomic(args.out / "bench_zoo.md", text)
+    write_text(args.out / "bench_zoo.md", text)
     print(text)
     return 0
 
@@ -152,13 +152,6 @@ def targets(reports) -> list[str]:
             out.append(f"- {'met' if f <= u else 'MISSED'}: {rep.model} {prov}/{opt}: session creation folded "
                        f"{f:.1f} ms vs unfolded {u:.1f} ms (target: no slower)")
     return out
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

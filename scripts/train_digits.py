@@ -39,6 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from normfold import export, verify
+from normfold.atomic import atomic_path, write_text
 from normfold.nn import is_norm
 from normfold.nn.whitening import eigh_descending
 from normfold.verify.session import open_session, run_session
@@ -226,7 +227,7 @@ def demo(args) -> int:
     print("FAIL: a folded model disagrees with PyTorch" if failed else
           "PASS: every folded ONNX model predicts exactly what its PyTorch model predicts")
     if args.json:
-        write_atomic(Path(args.json), json.dumps(rows, indent=2) + "\n")
+        write_text(Path(args.json), json.dumps(rows, indent=2) + "\n")
     return 1 if failed else 0
 
 
@@ -287,9 +288,9 @@ def write_survey(runs: list[History], args) -> None:
                                                      ("whitening_epochs", args.whitening_epochs),
                                                      ("survey_lr", args.survey_lr),
                                                      ("small_batch_norms", " ".join(args.small_batch_norms))))
-    write_atomic(docs / "digits_survey.md", survey_markdown(runs, args, command))
+    write_text(docs / "digits_survey.md", survey_markdown(runs, args, command))
     plot_survey(runs, docs / "digits_survey.png", command, args.small_batch_norms)
-    write_atomic(docs / "digits_survey.json", json.dumps([asdict(h) for h in runs], indent=1) + "\n")
+    write_text(docs / "digits_survey.json", json.dumps([asdict(h) for h in runs], indent=1) + "\n")
     print(f"wrote {docs / 'digits_survey.md'}, {docs / 'digits_survey.png'}, {docs / 'digits_survey.json'}")
 
 
@@ -364,16 +365,11 @@ def plot_survey(runs: list[History], path: Path, command: str, small_batch_norms
         ax.legend(fontsize=8)
     fig.suptitle(command, fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def main(argv=None) -> int:

@@ -8,9 +8,9 @@ only, with the non-interactive Agg backend.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
+from ..atomic import atomic_path
 from .report import BenchReport
 
 
@@ -52,14 +52,9 @@ def plot_png(reports: list[BenchReport], path: str | os.PathLike, title: str | N
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110)
     finally:
         plt.close(fig)
     return path

@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from . import bench, inspect, run, verify, zoo
-from ._common import EXIT_USAGE, UsageError, error
+from ._common import UsageError, error
 
 SUBCOMMANDS = (run, inspect, verify, bench, zoo)
 

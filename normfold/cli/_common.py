@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..atomic import write_text
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -110,22 +111,14 @@ def writable_dir(path: Path) -> Path:
 
 
 def write_json_atomic(data: dict, path: Path) -> None:
-    """Write ``data`` as JSON to a temporary file beside ``path``, then rename."""
+    """Write ``data`` as JSON atomically (normfold.atomic), or UsageError naming ``path``."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"--json {path} is a directory")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+        write_text(path, json.dumps(data, indent=2) + "\n")
     except OSError as exc:
         raise UsageError(f"--json {path} cannot be written: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def error(message: str) -> int:

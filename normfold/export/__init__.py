@@ -1,4 +1,4 @@
 """Export a (folded) model to a checked, simplified ONNX file."""
-from .onnx_export import PRECISIONS, ExportError, ExportResult, export, op_counts, precision_dtype, prepare, write_atomic
+from .onnx_export import PRECISIONS, ExportError, ExportResult, export, op_counts, precision_dtype, prepare
 
-__all__ = ["PRECISIONS", "ExportError", "ExportResult", "export", "op_counts", "precision_dtype", "prepare", "write_atomic"]
+__all__ = ["PRECISIONS", "ExportError", "ExportResult", "export", "op_counts", "precision_dtype", "prepare"]

@@ -23,7 +23,6 @@ import contextlib
 import copy
 import logging
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import onnx
 import torch
 from torch import nn
 
+from ..atomic import write_bytes
 from ..fold import FoldReport, as_input_tuple, fold as fold_model
 from ..nn.bake import bake_weights
 from .optimize import optimize as optimize_graph
@@ -86,7 +86,7 @@ def export(
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:
         raise ExportError(f"onnx.checker rejected the exported model: {exc}") from exc
-    write_atomic(proto, path)
+    write_bytes(path, proto.SerializeToString())
     return ExportResult(path=path, fold_report=report, op_counts=op_counts(proto))
 
 
@@ -160,19 +160,6 @@ def _simplify(proto: onnx.ModelProto, *, keep_norms: bool) -> onnx.ModelProto:
     if not ok:
         raise ExportError("onnxsim could not validate the simplified model")
     return simplified
-
-
-def write_atomic(proto: onnx.ModelProto, path: Path) -> None:
-    """Serialize to a temporary file in ``path``'s directory, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(proto.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager

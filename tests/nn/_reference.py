@@ -45,7 +45,7 @@ LAYERS = {**DIAGONAL, **GROUPED}
 def correlated(shape, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
     """(N, C, *S) with strongly correlated channels, offsets and unequal scales."""
     gen = torch.Generator().manual_seed(seed)
-    n, c = shape[0], shape[1]
+    c = shape[1]
     z = torch.randn(shape, generator=gen, dtype=torch.float64)
     mix = torch.randn(c, c, generator=gen, dtype=torch.float64) + 2.0 * torch.eye(c, dtype=torch.float64)
     x = torch.einsum("dc,nc...->nd...", mix, z)

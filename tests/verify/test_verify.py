@@ -14,7 +14,6 @@ from normfold import export
 from normfold.verify import InputError, SessionError, cuda_problem, verify
 
 from ..conftest import fp32_budget, run_onnx
-from . import _models
 from .conftest import perturbed
 
 
