@@ -7,7 +7,10 @@ Every foldable norm, in eval mode, is one affine map over the channel axis:
 ``inference_affine(module)`` returns (A, c) in float64. A layer provides it by a
 ``inference_affine()`` method (normfold's layers do) or through an adapter
 registered with :func:`register_norm` (torch's batch norms are registered
-below). The fold pass knows only this map, never the layer type.
+below). An adapter is keyed by a class, or by a dotted class name for packages
+normfold does not import (torchvision's and detectron2's FrozenBatchNorm2d);
+either way it is an explicit entry, matched along the module's class
+hierarchy. The fold pass knows only this map, never the layer type.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ class NotFoldableError(TypeError):
     """The module is a normalization layer, but it has no frozen channel map."""
 
 
-_ADAPTERS: dict[type, Callable[[nn.Module], AffineMap]] = {}
+_ADAPTERS: dict[type | str, Callable[[nn.Module], AffineMap]] = {}
 
 # Norms recognised as such but never foldable, with the reason.
 _PER_SAMPLE = {
@@ -32,22 +35,31 @@ _PER_SAMPLE = {
 }
 
 
-def register_norm(module_type: type, fn: Callable[[nn.Module], AffineMap]) -> None:
+def register_norm(module_type: type | str, fn: Callable[[nn.Module], AffineMap]) -> None:
     """Make ``module_type`` foldable: ``fn(module)`` returns its float64 (A, c).
 
+    ``module_type`` is an nn.Module subclass, or its dotted name
+    ("package.module.ClassName") when importing the package is not wanted.
     Subclasses are covered too (the nearest registered base class wins).
     """
-    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
-        raise TypeError(f"register_norm: expected an nn.Module subclass, got {module_type!r}")
+    if isinstance(module_type, str):
+        if "." not in module_type:
+            raise TypeError(f"register_norm: {module_type!r} is not a dotted class name (package.module.Class)")
+        label = module_type
+    elif isinstance(module_type, type) and issubclass(module_type, nn.Module):
+        label = module_type.__name__
+    else:
+        raise TypeError(f"register_norm: expected an nn.Module subclass or its dotted name, got {module_type!r}")
     if not callable(fn):
-        raise TypeError(f"register_norm: adapter for {module_type.__name__} is not callable")
+        raise TypeError(f"register_norm: adapter for {label} is not callable")
     _ADAPTERS[module_type] = fn
 
 
 def _adapter_for(module: nn.Module) -> Callable[[nn.Module], AffineMap] | None:
     for cls in type(module).__mro__:
-        if cls in _ADAPTERS:
-            return _ADAPTERS[cls]
+        for key in (cls, f"{cls.__module__}.{cls.__qualname__}"):
+            if key in _ADAPTERS:
+                return _ADAPTERS[key]
     return None
 
 
@@ -114,11 +126,20 @@ def diagonal_affine(
     return a, c
 
 
-def _batchnorm_affine(bn: nn.modules.batchnorm._NormBase) -> AffineMap:
-    """A = gamma / sqrt(var + eps) (diagonal), c = beta - A mu."""
+def _batchnorm_affine(bn: nn.Module) -> AffineMap:
+    """A = gamma / sqrt(var + eps) (diagonal), c = beta - A mu.
+
+    Any module with BN's attributes: running_mean, running_var, eps, weight, bias.
+    """
     return diagonal_affine(bn.running_var, bn.eps, bn.weight, bn.bias, bn.running_mean)
 
 
 # torch's BatchNorm1d/2d/3d, SyncBatchNorm, LazyBatchNorm* and InstanceNorm with
 # running statistics all derive from _NormBase and share the eval formula.
 register_norm(nn.modules.batchnorm._NormBase, _batchnorm_affine)
+
+
+# Frozen batch norms of detection backbones keep BN's statistics as plain buffers;
+# registered by name: normfold imports neither package.
+for _name in ("torchvision.ops.misc.FrozenBatchNorm2d", "detectron2.layers.batch_norm.FrozenBatchNorm2d"):
+    register_norm(_name, _batchnorm_affine)
