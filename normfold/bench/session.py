@@ -15,9 +15,9 @@ Thread-pool spinning is off by default. onnxruntime's intra-op threads
 spin-wait after each run; when variants run interleaved, the spinning pool of
 the session that just ran competes with the next one for the same cores.
 Measured on this 2-core machine, two sessions of the *same* ResNet-18 file
-interleaved: spinning on, p50 54 ms and a per-round ratio IQR of 0.50-1.67;
-spinning off, p50 27 ms and an IQR of 0.986-1.013 (/tmp/spin.py in the issue
-note). Every variant gets the same setting, so ratios stay fair.
+interleaved (scripts/bench_spinning.py): spinning on, p50 54 ms and a
+per-round ratio IQR of 0.50-1.67; spinning off, p50 27 ms and an IQR of
+0.986-1.013. Every variant gets the same setting, so ratios stay fair.
 """
 from __future__ import annotations
 
