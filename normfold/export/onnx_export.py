@@ -34,6 +34,7 @@ from torch import nn
 
 from ..atomic import write_bytes
 from ..fold import FoldReport, as_input_tuple, fold as fold_model
+from ..fold.algebra import cast
 from ..nn.bake import bake_weights
 from .optimize import optimize as optimize_graph
 
@@ -118,11 +119,10 @@ def prepare(model: nn.Module, inputs: tuple, *, fold: bool, dtype: torch.dtype) 
         result = fold_model(wide, tuple(t.double() if t.is_floating_point() else t for t in inputs))
         wide, report = result.model, result.report
     for name, tensor in [*wide.named_parameters(), *wide.named_buffers()]:
-        if tensor.is_floating_point() and tensor.numel() and tensor.abs().max() > torch.finfo(dtype).max:
-            raise ExportError(
-                f"{name} has magnitude {tensor.abs().max().item():.4g} after folding; "
-                f"it does not fit {str(dtype).removeprefix('torch.')} (max {torch.finfo(dtype).max:g})"
-            )
+        if tensor.is_floating_point():
+            _, reason = cast(tensor.detach(), dtype, what=name)
+            if reason is not None:
+                raise ExportError(f"cannot export at {dtype}: {reason}".replace("torch.", ""))
     return wide.to(dtype), report
 
 

@@ -184,8 +184,10 @@ def scale_inputs(k: torch.Tensor, m: ChannelMap) -> torch.Tensor:
     return torch.einsum("goi...,gic->goc...", k, m.blocks(groups))
 
 
-def cast(t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, str | None]:
+def cast(t: torch.Tensor, dtype: torch.dtype, what: str = "a folded value") -> tuple[torch.Tensor, str | None]:
     """Cast a float64 result once to ``dtype``; the reason it does not fit, or None.
+
+    ``what`` names the value in that reason.
 
     A value beyond the dtype's range becomes inf in the cast, so the check runs
     on the (smaller) cast tensor, in one pass; NaN propagates through it too.
@@ -200,10 +202,10 @@ def cast(t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, str | None]
     if math.isfinite(float(low)) and math.isfinite(float(high)):
         return out, None
     if not bool(torch.isfinite(t).all()):
-        return t, "the folded values are not finite"
+        return t, f"{what} is not finite"
     biggest = float(t.abs().max())
     limit = torch.finfo(dtype).max
-    return t, f"a folded value reaches {biggest:.4g}, beyond the {str(dtype).replace('torch.', '')} maximum {limit:.6g}"
+    return t, f"{what} reaches {biggest:.4g}, beyond the {str(dtype).replace('torch.', '')} maximum {limit:.6g}"
 
 
 def fold_into_producer(

@@ -1,6 +1,8 @@
 """normfold.export: unfolded baseline really keeps its norms, writes are atomic, bad paths named."""
 from __future__ import annotations
 
+import math
+
 import onnx
 import pytest
 import torch
@@ -87,3 +89,21 @@ def test_unfolded_baseline_keeps_a_norm_written_as_arithmetic(tmp_path):
     assert base.get("Mul", 0) >= 1 and base.get("Add", 0) >= 1, base
     assert folded == {"Conv": 1, "Relu": 1}
     assert_equivalent_outputs(m, run_onnx(tmp_path / "base.onnx", x), x)
+
+
+def test_fp16_export_refuses_a_folded_weight_beyond_float16_and_keeps_the_old_file(tmp_path):
+    """BN with a tiny variance scales the conv by ~7e5: fine in fp32, beyond fp16's 65504."""
+    bn = nn.BatchNorm2d(4, eps=1e-12).eval()
+    bn.running_var.fill_(1e-12)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), bn)
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+    x = torch.randn(1, 3, 4, 4)
+    path = tmp_path / "half.onnx"
+    path.write_bytes(b"previous")
+    biggest = 1.0 / math.sqrt(1e-12 + 1e-12)  # gamma / sqrt(var + eps) times a weight of 1
+    with pytest.raises(ExportError, match=rf"0\.weight reaches {biggest:.4g}, beyond the float16 maximum 65504".replace("+", r"\+")):
+        normfold.export(model, x, path, precision="fp16")
+    assert path.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["half.onnx"]
+    normfold.export(model, x, tmp_path / "full.onnx")  # the same fold fits float32
