@@ -29,10 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..verify.session import PROVIDERS, SessionError, cuda_problem, provider_name, shape_mismatch
-
-OPTIMIZATIONS = ("disable", "basic", "extended", "all")
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+from ..verify.session import (
+    OPTIMIZATION_LEVELS,
+    ORT_DTYPES,
+    PROVIDERS,
+    SessionError,
+    cuda_problem,
+    provider_name,
+    shape_mismatch,
+)
 
 
 def default_threads() -> int:
@@ -54,15 +59,16 @@ class SessionConfig:
 
     def __post_init__(self):
         provider_name(self.provider)
-        if self.optimization not in OPTIMIZATIONS:
-            raise SessionError(f"unknown optimization level {self.optimization!r}; choose from {', '.join(OPTIMIZATIONS)}")
+        if self.optimization not in OPTIMIZATION_LEVELS:
+            raise SessionError(
+                f"unknown optimization level {self.optimization!r}; choose from {', '.join(OPTIMIZATION_LEVELS)}"
+            )
         if self.intra_op_threads < 1 or self.inter_op_threads < 1:
             raise SessionError(f"thread counts must be >= 1, got {self.intra_op_threads}/{self.inter_op_threads}")
 
     @property
     def ort_level(self) -> str:
-        return {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
-                "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}[self.optimization]
+        return OPTIMIZATION_LEVELS[self.optimization]
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -131,7 +137,7 @@ def make_input(session, sample_shape: tuple[int, ...], batch_size: int, seed: in
     if len(inputs) != 1:
         raise SessionError(f"bench feeds one input; this model takes {len(inputs)} ({', '.join(i.name for i in inputs)})")
     meta = inputs[0]
-    dtype = _ORT_DTYPES.get(meta.type)
+    dtype = ORT_DTYPES.get(meta.type)
     if dtype is None:
         raise SessionError(f"input {meta.name!r} has type {meta.type}; bench feeds float tensors only")
     shape = (batch_size, *sample_shape)

@@ -19,6 +19,11 @@ import numpy as np
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 PROVIDER_OPTIONS = {"cpu": {}, "cuda": {"use_tf32": "0", "cudnn_conv_algo_search": "DEFAULT"}}
+# short name -> onnxruntime.GraphOptimizationLevel member
+OPTIMIZATION_LEVELS = {
+    "disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL",
+}
+ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
 class SessionError(RuntimeError):
@@ -50,12 +55,7 @@ def open_session(model: str | os.PathLike | bytes, provider: str = "cpu", *, opt
         where = "the ONNX model"
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    opts.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[optimization]
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])
     try:
         with _quiet_ort():
             session = ort.InferenceSession(model, sess_options=opts, providers=[(full, PROVIDER_OPTIONS[provider])])
@@ -105,7 +105,7 @@ def run_session(session, inputs: tuple[np.ndarray, ...], output_names: list[str]
         if problem:
             raise SessionError(f"ONNX input {meta.name!r} has shape {meta.shape}, the input has shape "
                                f"{list(value.shape)} ({problem})")
-        feed[meta.name] = value.astype(_numpy_dtype(meta.type), copy=False)
+        feed[meta.name] = value.astype(ORT_DTYPES.get(meta.type, np.float32), copy=False)
     try:
         return session.run(output_names, feed)
     except Exception as exc:
@@ -120,10 +120,6 @@ def shape_mismatch(declared, shape) -> str | None:
         if isinstance(want, int) and want > 0 and want != got:
             return f"axis {axis} must be {want}, got {got}"
     return None
-
-
-def _numpy_dtype(ort_type: str):
-    return {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(ort_type, np.float32)
 
 
 def _identity_model() -> bytes:
