@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from normfold import export, verify
-from normfold.atomic import atomic_path, write_text
+from normfold.atomic import write_png, write_text
 from normfold.nn import is_norm
 from normfold.nn.whitening import eigh_descending
 from normfold.verify.session import open_session, run_session
@@ -365,11 +365,7 @@ def plot_survey(runs: list[History], path: Path, command: str, small_batch_norms
         ax.legend(fontsize=8)
     fig.suptitle(command, fontsize=9)
     fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
+    write_png(path, fig)
 
 
 def main(argv=None) -> int:

@@ -31,3 +31,18 @@ def test_failure_keeps_the_old_content_and_removes_the_temporary_file(tmp_path):
 def test_unwritable_directory_raises_oserror(tmp_path):
     with pytest.raises(OSError):
         write_text(tmp_path / "missing-dir" / "x.json", "{}")
+
+
+def test_write_png_saves_a_png_and_closes_the_figure(tmp_path):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from normfold.atomic import write_png
+
+    fig = plt.figure()
+    fig.gca().plot([0, 1], [1, 0])
+    write_png(tmp_path / "p.png", fig)
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number)
+    assert [p.name for p in tmp_path.iterdir()] == ["p.png"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..atomic import atomic_path
+from ..atomic import write_png
 from .report import BenchReport
 
 
@@ -52,9 +52,5 @@ def plot_png(reports: list[BenchReport], path: str | os.PathLike, title: str | N
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
+    write_png(path, fig)
     return path
