@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -18,20 +19,28 @@ from torch import nn
 from ..atomic import write_text
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_SHAPE = (1, 3, 224, 224)  # for a file model without --input-shape
 
 
 class UsageError(Exception):
     """Bad input or environment: exit 2 with this message."""
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
+def positive_ints(text: str, what: str = "comma-separated positive integers", separators: str = ",") -> tuple[int, ...]:
+    """``"1,3"`` -> ``(1, 3)``; anything else, an empty field included, is an argparse
+    error quoting ``text`` and saying ``what`` was expected."""
     try:
-        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+        values = tuple(int(p) for p in re.split(f"[{re.escape(separators)}]", text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"input shape must be comma-separated integers, got {text!r}") from None
-    if not shape or any(d < 1 for d in shape):
-        raise argparse.ArgumentTypeError(f"input shape must be positive integers, got {text!r}")
-    return shape
+        values = ()
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return values
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """An input shape, ``1,3,224,224`` or ``1x3x224x224``."""
+    return positive_ints(text, "an input shape of positive integers, e.g. 1,3,224,224", separators=",x")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +92,16 @@ def _load_factory(spec: str) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec}() returned {type(model).__name__}, not a torch.nn.Module")
     return model.eval()
+
+
+def model_and_input(args: argparse.Namespace) -> tuple[str, nn.Module, tuple[int, ...], torch.Tensor]:
+    """(name, model, input shape, example input) from ``add_model_arguments``' arguments.
+
+    The shape is --input-shape, else the zoo model's, else DEFAULT_SHAPE.
+    """
+    name, model, zoo_shape = load_model(args.model)
+    shape = args.input_shape or zoo_shape or DEFAULT_SHAPE
+    return name, model, shape, example_input(model, shape, args.seed)
 
 
 def example_input(model: nn.Module, shape: tuple[int, ...], seed: int) -> torch.Tensor:

@@ -28,22 +28,11 @@ from ._common import (
     EXIT_OK,
     UsageError,
     add_model_arguments,
-    example_input,
-    load_model,
+    model_and_input,
+    positive_ints,
     write_json_atomic,
 )
 
-DEFAULT_SHAPE = (1, 3, 224, 224)
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def _name_list(choices: tuple[str, ...]):
@@ -63,7 +52,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("onnx", nargs="*", type=Path, help="extra ONNX files to time beside the model")
     p.add_argument("--providers", type=_name_list(("cpu", "cuda")), default=None,
                    help="comma-separated: cpu,cuda (default: cpu, plus cuda when it really works)")
-    p.add_argument("--batch-sizes", type=_int_list, default=None, metavar="B1,B2",
+    p.add_argument("--batch-sizes", type=positive_ints, default=None, metavar="B1,B2",
                    help="batch sizes to time (default: the input shape's batch)")
     p.add_argument("--opt-levels", type=_name_list(("disable", "basic", "extended", "all")),
                    default=("disable", "all"), help="graph optimization levels (default disable,all)")
@@ -97,9 +86,7 @@ def main(args: argparse.Namespace) -> int:
             raise UsageError("with only ONNX files, give --input-shape N,C,H,W")
         name = ", ".join(f.name for f in onnx_files)
     else:
-        name, model, zoo_shape = load_model(args.model)
-        shape = args.input_shape or zoo_shape or DEFAULT_SHAPE
-        x = example_input(model, shape, args.seed)
+        name, model, shape, x = model_and_input(args)
     for f in onnx_files:
         if f.suffix != ".onnx":
             raise UsageError(f"extra argument {f}: expected an .onnx file")

@@ -13,9 +13,14 @@ import sys
 import warnings
 from pathlib import Path
 
-from ._common import EXIT_OK, UsageError, add_model_arguments, example_input, load_model, write_json_atomic
+from ._common import (
+    EXIT_OK,
+    UsageError,
+    add_model_arguments,
+    model_and_input,
+    write_json_atomic,
+)
 
-DEFAULT_SHAPE = (1, 3, 224, 224)
 
 
 def add_parser(subparsers) -> None:
@@ -34,9 +39,7 @@ def add_parser(subparsers) -> None:
 def main(args: argparse.Namespace) -> int:
     from normfold.fold import FoldError, fold
 
-    name, model, zoo_shape = load_model(args.model)
-    shape = args.input_shape or zoo_shape or DEFAULT_SHAPE
-    x = example_input(model, shape, args.seed)
+    name, model, shape, x = model_and_input(args)
     if args.json not in (None, "-") and not Path(args.json).parent.is_dir():
         raise UsageError(f"--json {args.json}: directory {Path(args.json).parent} does not exist")
     try:

@@ -18,13 +18,11 @@ from ._common import (
     EXIT_OK,
     UsageError,
     add_model_arguments,
-    example_input,
-    load_model,
+    model_and_input,
     writable_dir,
     write_json_atomic,
 )
 
-DEFAULT_SHAPE = (1, 3, 224, 224)
 
 
 def add_parser(subparsers) -> None:
@@ -39,9 +37,7 @@ def add_parser(subparsers) -> None:
 def main(args: argparse.Namespace) -> int:
     from normfold import export, verify
 
-    name, model, zoo_shape = load_model(args.model)
-    shape = args.input_shape or zoo_shape or DEFAULT_SHAPE
-    x = example_input(model, shape, args.seed)
+    name, model, shape, x = model_and_input(args)
     out = writable_dir(args.out)
     if args.json is not None and not args.json.parent.is_dir():
         raise UsageError(f"--json {args.json}: directory {args.json.parent} does not exist")

@@ -22,7 +22,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import EXIT_FAILED, EXIT_OK, UsageError, add_model_arguments, load_model, write_json_atomic
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    add_model_arguments,
+    load_model,
+    positive_ints,
+    write_json_atomic,
+)
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -30,16 +38,6 @@ def _floats(text: str) -> tuple[float, ...]:
         return tuple(float(p) for p in text.split(",") if p.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        values = ()
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    return values
 
 
 def _nonnegative(text: str) -> float:
@@ -58,7 +56,7 @@ def add_parser(subparsers) -> None:
     add_model_arguments(p)
     p.add_argument("onnx", type=Path, metavar="MODEL.onnx", help="the ONNX file to check")
     p.add_argument("--providers", default="cpu", help="comma-separated onnxruntime providers: cpu, cuda (default cpu)")
-    p.add_argument("--batch-sizes", type=_ints, default=None, metavar="1,3",
+    p.add_argument("--batch-sizes", type=positive_ints, default=None, metavar="1,3",
                    help="batch sizes to check (default: 1,3 for a dynamic batch axis)")
     p.add_argument("--inputs", type=Path, default=None, metavar="PATH",
                    help="real inputs: a directory of .png/.jpg/.npy files, or an .npz")

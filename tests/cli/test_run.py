@@ -106,9 +106,11 @@ def test_unwritable_output_directory_exits_2(model_file, tmp_path, capsys):
     assert blocker.read_text() == "not a directory"
 
 
-def test_malformed_input_shape_exits_2(capsys):
-    assert main(["run", "--input-shape", "1,x3"]) == 2
-    assert "input shape" in capsys.readouterr().err
+@pytest.mark.parametrize("shape", ["1,x3", "1,,3", "1,3,", "1,0,8", "a,b", ""])
+def test_malformed_input_shape_exits_2_before_building_a_model(capsys, shape):
+    assert main(["run", "--input-shape", shape]) == 2
+    err = capsys.readouterr().err
+    assert "expected an input shape of positive integers" in err and repr(shape) in err
 
 
 def test_console_script_runs_the_default_model(tmp_path):
