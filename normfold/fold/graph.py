@@ -79,8 +79,9 @@ def fold(model: nn.Module, example_inputs: Any, *, densify: bool = False, clone_
     _propagate_shapes(gm, inputs)
     _Pass(gm, report, densify=densify, clone_shared=clone_shared).run()
 
+    reported = {f.norm for f in report.folded} | {s.norm for s in report.skipped}
     for name, module in work.named_modules():
-        if is_norm(module) and not _accounted(report, name):
+        if is_norm(module) and not _accounted(reported, name):
             inside = next((o for o in traced.opaque if name.startswith(o + ".")), None)
             reason = (
                 f"inside {inside}, which torch.fx could not trace ({traced.opaque[inside]})"
@@ -94,9 +95,9 @@ def fold(model: nn.Module, example_inputs: Any, *, densify: bool = False, clone_
     return FoldResult(model=gm.eval(), report=report)
 
 
-def _accounted(report: FoldReport, name: str) -> bool:
-    names = {f.norm for f in report.folded} | {s.norm for s in report.skipped}
-    return name in names or any(n.startswith(name + "[call ") for n in names)
+def _accounted(reported: set[str], name: str) -> bool:
+    """Whether the report names module ``name``, itself or one of its call sites."""
+    return name in reported or any(n.startswith(name + "[call ") for n in reported)
 
 
 def _state_warnings(model: nn.Module) -> list[str]:
