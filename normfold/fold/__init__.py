@@ -1,13 +1,14 @@
 """Fold frozen normalization statistics into neighbouring Conv/ConvTranspose/Linear weights.
 
-``algebra``: the float64 math; ``rules/``: one fold rule per file (what it
-matches, why not, the rewrite); ``trace``: torch.fx with norms as leaves;
-``graph``: the pass that finds sites and dispatches; ``report``: the outcome.
+Two front ends over one float64 algebra:
+
+``algebra``: the math (pure float64 tensor functions); ``report``: the outcome
+both front ends return; ``torch/``: the torch.fx pass over an ``nn.Module``.
 """
 from .algebra import ChannelMap, fold_into_producer
-from .graph import FoldResult, as_input_tuple, fold
+from .errors import FoldError
 from .report import FoldReport, Folded, Skipped
-from .trace import FoldError
+from .torch import FoldResult, as_input_tuple, fold
 
 __all__ = [
     "ChannelMap", "FoldError", "FoldReport", "FoldResult", "Folded", "Skipped",

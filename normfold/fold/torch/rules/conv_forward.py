@@ -21,7 +21,7 @@ shift: the site is refused with the reason.
 """
 from __future__ import annotations
 
-from ..algebra import densify, fold_forward, scale_inputs
+from ...algebra import densify, fold_forward, scale_inputs
 from ._base import CONVS, Rewrite, Rule, Site, channel_mismatch, densify_reason, grouped_weight, rebuilt
 
 

@@ -31,12 +31,13 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ..nn.affine import inference_affine, is_norm, not_foldable_reason
-from ..nn.bake import bake_weights
-from .algebra import ChannelMap, cast, compose
-from .report import FoldReport, Folded, Skipped
+from ...nn.affine import inference_affine, is_norm, not_foldable_reason
+from ...nn.bake import bake_weights
+from ..algebra import ChannelMap, cast, compose
+from ..report import FoldReport, Folded, Skipped
 from .rules import BACKWARD, FORWARD, Rewrite, Site, rule_for
-from .trace import FoldError, describe, trace
+from ..errors import FoldError
+from .trace import describe, trace
 
 
 @dataclass

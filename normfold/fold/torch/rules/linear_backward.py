@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..algebra import fold_backward
+from ...algebra import fold_backward
 from ._base import Rewrite, Rule, Site, channel_mismatch, grouped_weight, linear_axis_reason, rebuilt
 
 

@@ -16,13 +16,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
-from ..nn.affine import is_norm
+from ...nn.affine import is_norm
+from ..errors import FoldError
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
-
-
-class FoldError(RuntimeError):
-    """The model could not be analysed (for example, torch.fx cannot trace it)."""
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..algebra import ChannelMap, cast, from_groups, to_groups
+from ...algebra import ChannelMap, cast, from_groups, to_groups
 
 
 @dataclass(frozen=True)

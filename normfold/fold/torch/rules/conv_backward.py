@@ -11,7 +11,7 @@ otherwise the site is refused and the reason names that cost.
 """
 from __future__ import annotations
 
-from ..algebra import densify, fold_backward
+from ...algebra import densify, fold_backward
 from ._base import CONVS, Rewrite, Rule, Site, channel_mismatch, densify_reason, grouped_weight, rebuilt
 
 
