@@ -1,7 +1,7 @@
 """normfold: fold frozen normalization statistics into Conv/Linear weights, export, verify."""
 from .bench import BenchReport, bench
 from .export import ExportResult, export
-from .fold import FoldReport, FoldResult, fold
+from .fold import FoldReport, FoldResult, fold, fold_onnx
 from .nn import NotFoldableError, inference_affine, register_norm
 from .verify import VerifyReport, verify
 
@@ -16,6 +16,7 @@ __all__ = [
     "bench",
     "export",
     "fold",
+    "fold_onnx",
     "inference_affine",
     "register_norm",
     "verify",

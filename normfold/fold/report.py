@@ -3,7 +3,10 @@
 Every norm layer the model holds ends in exactly one list: ``folded`` (into
 which layer, in which direction, by which rule) or ``skipped`` (why not).
 ``warnings`` carries what the user should know about folded layers (training
-mode, statistics that were never updated).
+mode, statistics that were never updated). ``front_end`` says which pass
+produced the report ("torch.fx" or "onnx") and why, when it was not the first
+choice; ``untraced`` names each part of a PyTorch model that torch.fx could not
+trace (``""`` for the model's own forward), with the call that failed.
 """
 from __future__ import annotations
 
@@ -31,6 +34,9 @@ class FoldReport:
     folded: list[Folded] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    front_end: str = "torch.fx"
+    front_end_reason: str = ""
+    untraced: dict[str, str] = field(default_factory=dict)
 
     @property
     def modified(self) -> bool:
@@ -41,6 +47,9 @@ class FoldReport:
             "folded": [dict(asdict(f), chain=list(f.chain)) for f in self.folded],
             "skipped": [asdict(s) for s in self.skipped],
             "warnings": list(self.warnings),
+            "front_end": self.front_end,
+            "front_end_reason": self.front_end_reason,
+            "untraced": dict(self.untraced),
         }
 
     def lines(self) -> list[str]:
@@ -54,5 +63,6 @@ class FoldReport:
                 extra.append(f.note)
             out.append(f"folded  {f.norm} -> {f.into} ({f.direction}{'; ' if extra else ''}{'; '.join(extra)})")
         out += [f"skipped {s.norm}: {s.reason}" for s in self.skipped]
+        out += [f"untraced {name or '(the model itself)'}: {why}" for name, why in self.untraced.items()]
         out += [f"warning {w}" for w in self.warnings]
         return out
