@@ -65,6 +65,10 @@ def check_inputs(oracle: Oracle | nn.Module, sig: OnnxSignature, inputs: tuple[t
         if len(original.names) != len(sig.names):
             raise InputError(f"{oracle.where} takes {len(original.names)} inputs, the checked file "
                              f"{len(sig.names)}: is it derived from this original?")
+        if original.dtype != sig.dtype:
+            raise InputError(f"{oracle.where} is a {original.np_dtype.name} model, the checked file "
+                             f"{sig.np_dtype.name}: the original's own {sig.np_dtype.name} error sets the tolerance, "
+                             "so compare files of the same dtype")
         sigs.append((f"{oracle.where}:", original))
     for what, s in sigs:
         for name, declared, t in zip(s.names, s.shapes, inputs):
