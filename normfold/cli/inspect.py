@@ -67,20 +67,20 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _torch_report(args):
-    from normfold.export import ExportError, fold_graph, unfolded_graph, untraced_reason
-    from normfold.fold import FoldError, fold
+    from normfold.export import ExportError, fold_graph, torch_fx, unfolded_graph
+    from normfold.fold import fold
 
     name, model, shape, x = model_and_input(args)
-    try:
+
+    def attempt():
         with warnings.catch_warnings():  # the report lists them
             warnings.simplefilter("ignore")
-            report = fold(model, x, densify=args.densify, clone_shared=args.clone_shared).report
-        why = untraced_reason(model, report)
-    except FoldError as exc:
-        why = str(exc)
+            return None, fold(model, x, densify=args.densify, clone_shared=args.clone_shared).report
+
+    (_, report), why, untraced = torch_fx(model, attempt)
     if why is not None:   # as normfold run would: the ONNX-graph pass on the unfolded export
         try:
-            _, report = fold_graph(unfolded_graph(model, x), why, densify=args.densify)
+            _, report = fold_graph(unfolded_graph(model, x), why, untraced, densify=args.densify)
         except ExportError as exc:
             raise UsageError(f"{why}; exporting it for the ONNX-graph fold failed: {exc}") from exc
     return name, shape, report

@@ -36,7 +36,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import onnx
 import torch
@@ -133,11 +133,8 @@ class _Job:
         return self._convert(work, keep_norms=True)
 
     def folded(self, baseline: onnx.ModelProto | None = None) -> tuple[onnx.ModelProto, FoldReport]:
-        try:
-            work, report = prepare(self.model, self.inputs, fold=True, dtype=self.dtype)
-            why = untraced_reason(self.model, report)
-        except FoldError as exc:
-            work, why = None, str(exc)
+        (work, report), why, untraced = torch_fx(
+            self.model, lambda: prepare(self.model, self.inputs, fold=True, dtype=self.dtype))
         if why is None:
             return self._convert(work, keep_norms=False), report
         if self.dtype != torch.float32:
@@ -148,7 +145,7 @@ class _Job:
                 baseline = self.unfolded()
             except ExportError as exc:
                 raise ExportError(f"{why}; exporting it unfolded for the ONNX-graph fold failed too: {exc}") from exc
-        return fold_graph(baseline, why)
+        return fold_graph(baseline, why, untraced)
 
     def _convert(self, work: nn.Module, *, keep_norms: bool) -> onnx.ModelProto:
         inputs = tuple(t.to(self.dtype) if t.is_floating_point() else t for t in self.inputs)
@@ -156,20 +153,34 @@ class _Job:
         return _simplify(proto, keep_norms=keep_norms) if self.simplify else proto
 
 
-def untraced_reason(model: nn.Module, report: FoldReport | None) -> str | None:
-    """Why torch.fx could not fold ``model`` as a whole (its own forward is untraced), or None."""
-    why = report.untraced.get("") if report is not None else None
-    return None if why is None else f"torch.fx could not trace {type(model).__name__}.forward: {why}"
+def torch_fx(model: nn.Module, attempt: Callable[[], tuple[Any, FoldReport | None]]):
+    """Run ``attempt`` (a torch.fx fold of ``model`` returning (result, report)) and say whether it folded the model.
+
+    Returns ``((result, report), None, report.untraced)``, or, where torch.fx
+    could not trace the model's own forward (FoldError, or ``""`` in
+    ``report.untraced``), ``((None, None), why, untraced)``: the ONNX front end's turn.
+    """
+    prefix = f"torch.fx could not trace {type(model).__name__}.forward: "
+    try:
+        result, report = attempt()
+    except FoldError as exc:
+        return (None, None), str(exc), {"": str(exc).removeprefix(prefix)}
+    untraced = dict(report.untraced) if report is not None else {}
+    if "" not in untraced:
+        return (result, report), None, untraced
+    return (None, None), prefix + untraced[""], untraced
 
 
-def fold_graph(unfolded: onnx.ModelProto, why: str, *, densify: bool = False) -> tuple[onnx.ModelProto, FoldReport]:
-    """The ONNX front end: fold the exported graph; the report says why torch.fx did not."""
+def fold_graph(unfolded: onnx.ModelProto, why: str, untraced: dict[str, str] | None = None, *,
+               densify: bool = False) -> tuple[onnx.ModelProto, FoldReport]:
+    """The ONNX front end: fold the exported graph; the report says why torch.fx did not
+    (``front_end_reason``) and what it could not trace (``untraced``)."""
     try:
         proto, report = fold_onnx(unfolded, densify=densify)
     except FoldError as exc:
         raise ExportError(f"{why}; the ONNX-graph fold failed too: {exc}") from exc
     report.front_end_reason = why
-    report.untraced.setdefault("", why)
+    report.untraced.update(untraced or {})
     return proto, report
 
 

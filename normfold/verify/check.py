@@ -8,7 +8,7 @@ for each batch size:
                     original file on onnxruntime CPU for an ONNX oracle; its
                     error sets the tolerance
   folded_<dtype>    normfold.fold's model, eager (folded in float64, cast once);
-                    PyTorch oracle only, and only where torch.fx can trace it
+                    PyTorch oracle only, where normfold.fold returns a model
   onnx_<provider>   the checked ONNX file on onnxruntime, one run per provider
 
 The dtype and the batch axis come from the checked file's first input: a
