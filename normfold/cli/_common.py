@@ -139,13 +139,14 @@ class OnnxModel:
         return str(self.path)
 
 
-def load_onnx(spec: str, input_shape: tuple[int, ...] | None) -> OnnxModel:
+def load_onnx(spec: str, input_shape: tuple[int, ...] | None, *, runnable: bool = False) -> OnnxModel:
     """The .onnx MODEL, or UsageError: not a readable self-contained ONNX file, several inputs,
-    symbolic dims without --input-shape, an --input-shape the file does not take."""
+    symbolic dims without --input-shape, an --input-shape the file does not take; with
+    ``runnable``, also a file onnxruntime cannot load (an opset or op it does not know)."""
     from normfold.verify.session import shape_mismatch
 
     path = Path(spec)
-    sig = readable_onnx(path)
+    sig = readable_onnx(path, runnable=runnable)
     if len(sig.names) != 1:
         raise UsageError(f"{path} takes {len(sig.names)} inputs ({', '.join(sig.names)}); the command line "
                          "handles single-input models (use the Python API for several)")
@@ -165,12 +166,17 @@ def load_onnx(spec: str, input_shape: tuple[int, ...] | None) -> OnnxModel:
     return OnnxModel(path, sig, (batch, *declared[1:]), None)
 
 
-def readable_onnx(path: str | os.PathLike):
-    """``normfold.verify.read_onnx(path)``, its refusal as UsageError (one line naming the file)."""
+def readable_onnx(path: str | os.PathLike, *, runnable: bool = False):
+    """``normfold.verify.read_onnx(path)``, its refusal as UsageError (one line naming the file);
+    with ``runnable``, also refused when onnxruntime's CPU provider cannot load it."""
     from normfold.verify import SessionError, read_onnx
+    from normfold.verify.session import open_session
 
     try:
-        return read_onnx(path)
+        sig = read_onnx(path)
+        if runnable:
+            open_session(sig.proto.SerializeToString(), "cpu", optimization="disable", where=str(path))
+        return sig
     except SessionError as exc:
         raise UsageError(str(exc)) from exc
 

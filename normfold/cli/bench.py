@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         name, model, shape, x = model_and_input(args)
     for f in onnx_files:
-        readable_onnx(f)
+        readable_onnx(f, runnable=True)
 
     try:
         report = bench(

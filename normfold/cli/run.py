@@ -86,7 +86,7 @@ def _run_onnx(args: argparse.Namespace) -> int:
     from normfold.fold import FoldError, fold_onnx
     from normfold.verify import InputError, OracleError, SessionError, verify
 
-    src = load_onnx(args.model, args.input_shape)
+    src = load_onnx(args.model, args.input_shape, runnable=True)
     not_an_input(args.out / "model.onnx", [src.path], "--out")
     if args.json is not None:
         not_an_input(args.json, [src.path], "--json")
