@@ -229,3 +229,13 @@ def fold_into_producer(
             raise ValueError(reason)
         folded.append(out)
     return folded[0], folded[1]
+
+
+def broadcast(m: ChannelMap, channels: int) -> ChannelMap:
+    """A one-channel diagonal map (a scalar ``a x + c``) as the same map on ``channels`` channels.
+
+    Any other map is returned as it is; the caller compares its channel count.
+    """
+    if m.diagonal and m.channels == 1 and channels != 1:
+        return ChannelMap(m.a.expand(channels).clone(), m.c.expand(channels).clone())
+    return m
