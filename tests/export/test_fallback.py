@@ -47,6 +47,10 @@ def test_untraceable_model_is_exported_unfolded_and_folded_as_a_graph(model, tmp
     assert report.front_end_reason.startswith("torch.fx could not trace Loops.forward: TraceError: Proxy object")
     assert "test_fallback.py" in report.untraced[""] and "unbind" in report.untraced[""]
     assert base.fold_report is None and base.op_counts["BatchNormalization"] == 1
+    assert "BatchNormalization" not in folded.op_counts and folded.op_counts["Conv"] == 2
+    [site] = report.folded
+    convs = {n.name for n in onnx.load(folded.path).graph.node if n.op_type == "Conv"}
+    assert site.into in convs and report.skipped == []
     x3 = torch.randn(3, 3, 6, 6)   # the batch axis stays dynamic
     for path in (folded.path, base.path):
         onnx.checker.check_model(onnx.load(path), full_check=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import onnx
 import pytest
@@ -126,6 +127,15 @@ def test_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, command, mak
     assert _snapshot(src_dir) == before
     assert not (tmp_path / "r.json").exists()
     assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("make", [_unknown_op, _unknown_opset], ids=["unknown-op", "unknown-opset"])
+def test_inspect_reports_the_sites_of_a_file_onnxruntime_cannot_load(tmp_path, capsys, make):
+    """inspect runs the fold pass only: what it does not know is no site, the rest is reported."""
+    src = make(tmp_path)
+    assert main(["inspect", str(src), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [(f["norm"], f["into"]) for f in data["folded"]] == [("bn", "conv")]
 
 
 @pytest.mark.parametrize("target", ["out", "json"])

@@ -42,6 +42,8 @@ def test_run_writes_the_folded_file_and_verifies_it_against_the_input_graph(conv
     assert report["fold"]["front_end"] == "onnx"
     assert report["input_shape"] == [1, 3, 8, 8]   # a symbolic batch axis is checked at 1 and 3
     assert report["op_counts"]["unfolded"] == {"Conv": 1, "BatchNormalization": 1, "Relu": 1}
+    assert report["op_counts"]["folded"] == {"Conv": 1, "Relu": 1}
+    assert [(f["norm"], f["into"]) for f in report["fold"]["folded"]] == [("bn", "conv")]
     verify = report["verify"]
     assert verify["ok"] and "oracle = original ONNX graph in float64" in verify["rule"]
     assert {(c["run"], c["batch"]) for c in verify["checks"]} == {
@@ -86,7 +88,7 @@ def test_an_op_the_pass_does_not_know_is_left_in_place(tmp_path, capsys):
     onnx.save(model, str(src))
     assert main(["run", str(src), "--out", str(tmp_path / "o")]) == 0, capsys.readouterr().out
     folded = onnx.load(str(tmp_path / "o" / "model.onnx"))
-    assert [n.op_type for n in folded.graph.node][-1] == "LpNormalization"
+    assert [n.op_type for n in folded.graph.node] == ["Conv", "Relu", "LpNormalization"]
 
 
 def test_verify_original_against_folded(conv_bn, tmp_path, capsys):
@@ -113,14 +115,31 @@ def test_verify_fails_with_exit_1_and_names_the_node(conv_bn, tmp_path, capsys):
     assert "first divergence: ONNX node conv (Conv), tensor conv_out" in out and "FAIL" in out
 
 
+def test_wrong_weight_in_the_folded_file_is_localized_to_its_node(conv_bn, tmp_path, capsys):
+    """The pass gives a rewritten tensor a new name, so the first shared tensor that diverges is the
+    folded Conv's output (it carries the norm's output name)."""
+    src, _ = conv_bn
+    assert main(["run", str(src), "--out", str(tmp_path / "out")]) == 0
+    folded = onnx.load(str(tmp_path / "out" / "model.onnx"))
+    conv = next(n for n in folded.graph.node if n.op_type == "Conv")
+    w = next(i for i in folded.graph.initializer if i.name == conv.input[1])
+    w.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(w) * np.float32(1.001), w.name))
+    onnx.save(folded, str(tmp_path / "bad.onnx"))
+    capsys.readouterr()
+    assert main(["verify", str(src), str(tmp_path / "bad.onnx")]) == 1
+    out = capsys.readouterr().out
+    assert f"first divergence: ONNX node {conv.name} (Conv), tensor {conv.output[0]}" in out
+
+
 def test_inspect_lists_the_report_of_the_onnx_pass(conv_bn, capsys):
     src, _ = conv_bn
     assert main(["inspect", str(src), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["front_end"] == "onnx" and data["model"] == str(src) and data["input_shape"] == [1, 3, 8, 8]
+    assert [(f["norm"], f["into"]) for f in data["folded"]] == [("bn", "conv")] and data["skipped"] == []
     assert main(["inspect", str(src)]) == 0
-    text = capsys.readouterr().out
-    assert text.startswith(f"model  {src}   input 1,3,8,8\nfront  onnx\nnorms  ")
+    assert capsys.readouterr().out == (f"model  {src}   input 1,3,8,8\nfront  onnx\nnorms  1: 1 folded, 0 skipped\n"
+                                       "  folded  bn -> conv (backward; conv-backward)\n")
 
 
 def test_bench_two_files_side_by_side(conv_bn, tmp_path, capsys):

@@ -53,7 +53,13 @@ def test_run_folds_through_the_onnx_front_end_and_passes(yolo_run):
     fold = report["fold"]
     assert fold["front_end"] == "onnx" and fold["front_end_reason"].startswith(f"torch.fx could not trace {cls}")
     assert "" in fold["untraced"]
-    assert report["op_counts"]["unfolded"]["BatchNormalization"] == {"detect": 57, "classify": 26}[factory]
+    norms = {"detect": 57, "classify": 26}[factory]
+    assert report["op_counts"]["unfolded"]["BatchNormalization"] == norms
+    assert "BatchNormalization" not in report["op_counts"]["folded"]
+    assert report["op_counts"]["folded"]["Conv"] == report["op_counts"]["unfolded"]["Conv"]
+    bn_nodes = {n.name for n in onnx.load(str(out / "model.unfolded.onnx")).graph.node
+                if n.op_type == "BatchNormalization"}
+    assert {f["norm"] for f in fold["folded"]} >= bn_nodes and len(bn_nodes) == norms
     checks = report["verify"]["checks"]
     assert report["verify"]["ok"]
     assert {(c["run"], c["batch"]) for c in checks} == {(r, b) for r in ("original_fp32", "onnx_cpu") for b in (1, 3)}
