@@ -215,6 +215,18 @@ def write_json_atomic(data: dict, path: Path) -> None:
         raise UsageError(f"--json {path} cannot be written: {exc.strerror or exc}") from exc
 
 
+def brief(text: str, limit: int = 160) -> str:
+    """``text`` for one line of a report: past ``limit`` characters, its first sentence and its
+    closing "(at file:line ...)" (where torch.fx failed), the middle elided."""
+    if len(text) <= limit:
+        return text
+    where = text[text.rfind(" (at "):] if text.endswith(")") and " (at " in text else ""
+    head = text[: len(text) - len(where)]
+    cut = head.find(". ")
+    head = head[: cut + 1] if 0 < cut < limit else head[:limit].rstrip() + " ..."
+    return head + where
+
+
 def error(message: str) -> int:
     print(f"normfold: error: {message}", file=sys.stderr)
     return EXIT_USAGE

@@ -20,6 +20,7 @@ from ._common import (
     EXIT_OK,
     UsageError,
     add_model_arguments,
+    brief,
     is_onnx,
     load_onnx,
     model_and_input,
@@ -59,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
         write_json_atomic(data, Path(args.json))
     print(f"model  {name}   input {','.join(map(str, shape))}")
     if report.front_end != "torch.fx":
-        print(f"front  {report.front_end}" + (f": {report.front_end_reason}" if report.front_end_reason else ""))
+        print(f"front  {report.front_end}" + (f": {brief(report.front_end_reason)}" if report.front_end_reason else ""))
     print(f"norms  {len(report.folded) + len(report.skipped)}: {len(report.folded)} folded, {len(report.skipped)} skipped")
     for line in report.lines():
         print(f"  {line}")

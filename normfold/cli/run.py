@@ -28,6 +28,7 @@ from ._common import (
     EXIT_OK,
     UsageError,
     add_model_arguments,
+    brief,
     is_onnx,
     load_onnx,
     model_and_input,
@@ -129,7 +130,7 @@ def _move(staging: Path, out: Path, names: list[str]) -> list[Path]:
 def _print(name, shape, fold_report, before: dict, after: dict, files: list[Path], report) -> None:
     print(f"model      {name}   input {','.join(map(str, shape))}")
     if fold_report.front_end != "torch.fx":
-        why = f": {fold_report.front_end_reason}" if fold_report.front_end_reason else ""
+        why = f": {brief(fold_report.front_end_reason)}" if fold_report.front_end_reason else ""
         print(f"front end  {fold_report.front_end}{why}")
     print(f"norms      {len(fold_report.folded)} folded, {len(fold_report.skipped)} skipped")
     for line in fold_report.lines():

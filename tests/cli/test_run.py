@@ -125,3 +125,15 @@ def test_console_script_runs_the_default_model(tmp_path):
     assert report["model"] == "resnet18-iternorm"
     assert len(report["fold"]["folded"]) == 20 and report["fold"]["skipped"] == []
     assert "MatMul" in report["op_counts"]["unfolded"] and "MatMul" not in report["op_counts"]["folded"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("short reason", "short reason"),
+    ("TraceError: Proxy object cannot be iterated. " + "More words. " * 20 + "(at tasks.py:163 in forward: f(x))",
+     "TraceError: Proxy object cannot be iterated. (at tasks.py:163 in forward: f(x))"),
+    ("y" * 200, "y" * 160 + " ..."),
+], ids=["short", "sentence-and-location", "no-sentence"])
+def test_a_long_reason_is_shown_briefly(text, expected):
+    from normfold.cli._common import brief
+
+    assert brief(text) == expected
