@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .session import SessionError
+from .session import SessionError, _first_line
 
 MAX_BYTES = 2**31 - 1          # protobuf's limit for one serialized message
 _DTYPES = {1: torch.float32, 10: torch.float16}   # onnx.TensorProto.FLOAT, FLOAT16
@@ -99,8 +99,3 @@ def _all_tensors(graph):
             yield from a.tensors
             for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
                 yield from _all_tensors(g)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
