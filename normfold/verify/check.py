@@ -8,7 +8,7 @@ for each batch size:
                     original file on onnxruntime CPU for an ONNX oracle; its
                     error sets the tolerance
   folded_<dtype>    normfold.fold's model, eager (folded in float64, cast once);
-                    PyTorch oracle only, where normfold.fold returns a model
+                    PyTorch oracle only, where torch.fx traces the model's forward
   onnx_<provider>   the checked ONNX file on onnxruntime, one run per provider
 
 The dtype and the batch axis come from the checked file's first input: a
@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..export import prepare
-from ..fold import FoldError, as_input_tuple
+from ..export import prepare, torch_fx
+from ..fold import as_input_tuple
 from .inputs import InputError, batch_of
 from .localize import DEFAULT_BUDGET_BYTES, first_fold_site, first_onnx_node, first_shared_tensor
 from .metrics import ErrorStats
@@ -151,14 +151,12 @@ def verify(
 
 
 def _folded_eager(oracle: Oracle, inputs, dtype, short: str):
-    """(normfold.fold's model, its report, a note) for a PyTorch oracle; the note says why there is none."""
+    """(normfold.fold's model, its report, a note) for a PyTorch oracle; the note says why there is none
+    (torch.fx cannot trace the model's forward: the ONNX front end folds it, in the file only)."""
     if not isinstance(oracle, TorchOracle):
         return None, None, None
-    try:
-        folded, fold_report = prepare(oracle.model, inputs, fold=True, dtype=dtype)
-    except FoldError as exc:
-        return None, None, f"folded_{short}: not run, {exc}"
-    return folded, fold_report, None
+    (folded, fold_report), why, _ = torch_fx(oracle.model, lambda: prepare(oracle.model, inputs, fold=True, dtype=dtype))
+    return folded, fold_report, None if why is None else f"folded_{short}: not run, {why}"
 
 
 def _row(run, name, oracle, got, e_ref, batch, tol: Tolerance, np_dtype) -> RunCheck:

@@ -11,19 +11,11 @@ import pytest
 
 from normfold.cli import main
 
+from ..verify.conftest import wrong_fold  # noqa: F401  (a fixture)
+
 MODEL_FILE = textwrap.dedent('''
     import torch
     from torch import nn
-
-
-    class WrongMapNorm(nn.Module):
-        """Adds 1 in forward but claims the identity as its frozen map: folding it is wrong."""
-
-        def forward(self, x):
-            return x + 1.0
-
-        def inference_affine(self):
-            return torch.ones(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
 
 
     def tiny():
@@ -32,10 +24,6 @@ MODEL_FILE = textwrap.dedent('''
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2)
         return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), bn, nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
-
-
-    def wrong():
-        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), WrongMapNorm())
 
 
     def raises():
@@ -68,11 +56,12 @@ def test_run_passes_and_writes_files_and_json(model_file, tmp_path, capsys):
     assert "PASS" in text and "1 folded, 0 skipped" in text
 
 
-def test_run_exits_1_when_the_fold_is_wrong(model_file, tmp_path, capsys):
-    code = main(["run", f"{model_file}:wrong", "--input-shape", "1,3,8,8", "--out", str(tmp_path / "out")])
+def test_run_exits_1_when_the_fold_is_wrong(model_file, tmp_path, capsys, wrong_fold):
+    wrong_fold("0.weight", 2, 1.01)   # the folded conv, 1% off on one output channel
+    code = main(["run", f"{model_file}:tiny", "--input-shape", "1,3,8,8", "--out", str(tmp_path / "out")])
     text = capsys.readouterr().out
     assert code == 1, text
-    assert "FAIL" in text
+    assert "FAIL" in text and "fold site 1 -> 0" in text
 
 
 @pytest.mark.parametrize(
