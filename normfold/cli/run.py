@@ -85,7 +85,7 @@ def _run_onnx(args: argparse.Namespace) -> int:
     """MODEL is an .onnx file: fold its graph, write DIR/model.onnx, verify against the file in float64."""
     from normfold.export import ExportError, op_counts, write_checked
     from normfold.fold import FoldError, fold_onnx
-    from normfold.verify import InputError, OracleError, SessionError, verify
+    from normfold.verify import InputError, OnnxOracle, OracleError, SessionError, verify
 
     src = load_onnx(args.model, args.input_shape, runnable=True)
     not_an_input(args.out / "model.onnx", [src.path], "--out")
@@ -101,7 +101,7 @@ def _run_onnx(args: argparse.Namespace) -> int:
     try:
         try:
             folded = write_checked(folded_proto, staging / "model.onnx", fold_report)
-            report = verify(src.path, folded.path, x)
+            report = verify(OnnxOracle(src.signature.proto, where=src.name), folded.path, x)
         except (ExportError, InputError, OracleError, SessionError) as exc:
             raise UsageError(str(exc)) from exc
         [path] = _move(staging, out, ["model.onnx"])

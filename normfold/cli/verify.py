@@ -85,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from normfold.export import ExportError
-    from normfold.verify import InputError, OracleError, SessionError, read_onnx, verify
+    from normfold.verify import InputError, OnnxOracle, OracleError, SessionError, read_onnx, verify
     from normfold.verify.check import check_inputs
 
     providers = tuple(p.strip() for p in args.providers.split(",") if p.strip())
@@ -102,16 +102,16 @@ def main(args: argparse.Namespace) -> int:
             provider_name(p)
         if is_onnx(args.model):
             src = load_onnx(args.model, args.input_shape)
-            name, model = src.name, src.path
+            name, model = src.name, OnnxOracle(src.signature.proto, where=src.name)   # the graph in float64
         else:
             name, model, _ = load_model(args.model)
         if args.json is not None:
-            not_an_input(args.json, [args.onnx] + ([model] if isinstance(model, Path) else []), "--json")
+            not_an_input(args.json, [args.onnx] + ([Path(args.model)] if is_onnx(args.model) else []), "--json")
         sig = read_onnx(args.onnx)
         onnx_path, sig = _precision(args, model, sig)
         x, source, sizes = _inputs(args, sig)
         check_inputs(model, sig, (x,))
-        if not isinstance(model, Path):
+        if not isinstance(model, OnnxOracle):
             _model_accepts(model, x)
         report = verify(model, onnx_path, x, providers, atol=args.atol, rtol=args.rtol, batch_sizes=sizes)
     except (SessionError, InputError, ExportError, OracleError) as exc:
@@ -137,15 +137,15 @@ def _precision(args, model, sig):
     import torch
 
     from normfold.export import export
-    from normfold.verify import read_onnx
+    from normfold.verify import OnnxOracle, read_onnx
 
     have = "fp16" if sig.dtype == torch.float16 else "fp32"
     if args.precision is None or args.precision == have:
         return args.onnx, sig
     if args.precision == "fp32":
         raise UsageError(f"--precision fp32, but {args.onnx} is an fp16 model")
-    if isinstance(model, Path):
-        raise UsageError(f"--precision fp16 exports the PyTorch MODEL at fp16; with an ONNX MODEL ({model}), "
+    if isinstance(model, OnnxOracle):
+        raise UsageError(f"--precision fp16 exports the PyTorch MODEL at fp16; with an ONNX MODEL ({model.where}), "
                          "give the fp16 file itself")
     target = args.onnx.with_name(args.onnx.stem + ".fp16.onnx")
     shape = _shape(args, sig)

@@ -3,8 +3,8 @@ from .check import verify
 from .float64_graph import Float64Graph, OracleError
 from .inputs import InputError
 from .localize import Divergence
-from .oracle import OnnxOracle, Oracle, TorchOracle, as_oracle
 from .metrics import ErrorStats
+from .oracle import OnnxOracle, Oracle, TorchOracle, as_oracle
 from .report import RunCheck, VerifyReport
 from .session import SessionError, cuda_problem
 from .signature import OnnxSignature, read_onnx

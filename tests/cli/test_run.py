@@ -11,8 +11,6 @@ import pytest
 
 from normfold.cli import main
 
-from ..verify.conftest import wrong_fold  # noqa: F401  (a fixture)
-
 MODEL_FILE = textwrap.dedent('''
     import torch
     from torch import nn

@@ -37,25 +37,3 @@ def perturbed(src, dst, initializer: str, factor: float) -> Path:
     onnx.save(proto, str(dst))
     return Path(dst)
 
-
-@pytest.fixture
-def wrong_fold(monkeypatch):
-    """``wrong_fold(param, channel, factor)``: from now on, normfold's fold (as export and verify call it)
-    returns its model with ``param[channel]`` scaled by ``factor``: a wrong fold, whatever the norm.
-
-    (A norm whose claimed map is wrong would do the same, but normfold refuses those now that every
-    map is checked against its module's forward.)
-    """
-    from normfold.export import onnx_export
-
-    real = onnx_export.fold_model
-
-    def arm(param: str, channel: int, factor: float):
-        def fold(model, inputs, **kwargs):
-            result = real(model, inputs, **kwargs)
-            with torch.no_grad():
-                result.model.get_parameter(param)[channel] *= factor
-            return result
-
-        monkeypatch.setattr(onnx_export, "fold_model", fold)
-    return arm
