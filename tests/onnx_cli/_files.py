@@ -46,3 +46,14 @@ def conv_bn_relu_float64(p: dict, x: torch.Tensor) -> np.ndarray:
     eps = float(np.float32(EPS))   # the attribute is a float32: the graph's epsilon is that value
     y = torch.nn.functional.batch_norm(y, t["mean"], t["var"], t["gamma"], t["beta"], False, 0.0, eps)
     return y.relu().numpy()
+
+
+def to_float16(model):
+    """The same graph in float16: initializers, inputs and outputs (value_info dropped)."""
+    for init in model.graph.initializer:
+        if init.data_type == TensorProto.FLOAT:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+    for v in [*model.graph.input, *model.graph.output]:
+        v.type.tensor_type.elem_type = TensorProto.FLOAT16
+    del model.graph.value_info[:]
+    return model

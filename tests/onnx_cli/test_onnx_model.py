@@ -12,7 +12,7 @@ import torch
 from normfold.cli import main
 
 from ..conftest import K, FLOOR_ULPS, run_onnx
-from ._files import conv_bn_relu, conv_bn_relu_float64
+from ._files import conv_bn_relu, conv_bn_relu_float64, to_float16
 
 
 def _digest(path) -> str:
@@ -69,6 +69,32 @@ def test_run_with_input_shape_fixes_symbolic_dims(tmp_path, capsys):
     assert report["input_shape"] == [2, 3, 10, 6] and report["verify"]["ok"]
     assert {c["batch"] for c in report["verify"]["checks"]} == {1, 3}   # the batch axis stays symbolic
     assert onnx.load(str(tmp_path / "o" / "model.onnx")).graph.input[0].type.tensor_type.shape.dim[2].dim_param == "h"
+
+
+def _run_half(path, x: torch.Tensor) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x.half().numpy()})[0].astype(np.float64)
+
+
+def test_run_on_a_float16_file_holds_it_to_its_own_float16_error(tmp_path, capsys):
+    model, params = conv_bn_relu()
+    src = tmp_path / "half.onnx"
+    onnx.save(to_float16(model), str(src))
+    js = tmp_path / "r.json"
+    assert main(["run", str(src), "--out", str(tmp_path / "o"), "--json", str(js)]) == 0, capsys.readouterr().out
+    verify = json.loads(js.read_text())["verify"]
+    assert "float16 original's error" in verify["rule"] and verify["environment"]["dtype"] == "float16"
+    # independently: the fp16 weights in float64 are the truth; the folded fp16 file within 8 e16 + one fp16 ulp
+    half = {k: v.astype(np.float16).astype(np.float32) for k, v in params.items()}
+    x = torch.randn((1, 3, 8, 8), generator=torch.Generator().manual_seed(0))
+    truth = conv_bn_relu_float64(half, x)   # the input itself is rounded to float16 by both runs
+    e16 = float(np.abs(_run_half(src, x) - truth).max())
+    err = float(np.abs(_run_half(tmp_path / "o" / "model.onnx", x) - truth).max())
+    row = next(c for c in verify["checks"] if c["run"] == "onnx_cpu" and c["batch"] == 1)
+    assert row["max_abs"] == pytest.approx(err, rel=1e-6, abs=1e-12)
+    assert err <= K * e16 + np.finfo(np.float16).eps * np.abs(truth).max()
 
 
 @pytest.mark.parametrize("opset", [11, 13, 21], ids=lambda o: f"opset{o}")
