@@ -29,11 +29,8 @@ only after it passes ``onnx.checker``: a failed export leaves nothing behind.
 from __future__ import annotations
 
 import collections
-import contextlib
 import copy
-import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -42,9 +39,12 @@ import onnx
 import torch
 from torch import nn
 
+from .._messages import first_line, plain, root_cause
+from .._quiet import quiet
 from ..atomic import write_bytes
 from ..fold import FoldError, FoldReport, as_input_tuple, fold as fold_model, fold_onnx
 from ..fold.algebra import cast
+from ..fold.torch.trace import describe
 from ..nn.bake import bake_weights
 from .optimize import optimize as optimize_graph
 
@@ -199,7 +199,7 @@ def write_checked(proto: onnx.ModelProto, path: str | os.PathLike, report: FoldR
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:
-        raise ExportError(f"onnx.checker rejected the exported model: {exc}") from exc
+        raise ExportError(f"onnx.checker rejected the exported model: {first_line(str(exc))}") from exc
     write_bytes(path, proto.SerializeToString())
     return ExportResult(path=path, fold_report=report, op_counts=op_counts(proto))
 
@@ -247,7 +247,7 @@ def _torch_export(model: nn.Module, inputs: tuple, *, opset: int, dynamic_batch:
         batch = torch.export.Dim("batch")
         dynamic_shapes = tuple({0: batch} for _ in inputs)
     try:
-        with _quiet_exporter():
+        with quiet():
             program = torch.onnx.export(
                 model,
                 inputs,
@@ -259,7 +259,8 @@ def _torch_export(model: nn.Module, inputs: tuple, *, opset: int, dynamic_batch:
             )
             optimize_graph(program.model, keep_norms=keep_norms)
     except Exception as exc:
-        raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {_first_line(exc)}") from exc
+        raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {plain(describe(root_cause(exc)))}"
+                          ) from exc
     return program.model_proto
 
 
@@ -267,30 +268,10 @@ def _simplify(proto: onnx.ModelProto, *, keep_norms: bool) -> onnx.ModelProto:
     import onnxsim
 
     try:
-        simplified, ok = onnxsim.simplify(proto, perform_optimization=not keep_norms)
+        with quiet():
+            simplified, ok = onnxsim.simplify(proto, perform_optimization=not keep_norms)
     except Exception as exc:
-        raise ExportError(f"onnxsim failed: {_first_line(exc)}") from exc
+        raise ExportError(f"onnxsim failed: {type(exc).__name__}: {first_line(str(exc))}") from exc
     if not ok:
         raise ExportError("onnxsim could not validate the simplified model")
     return simplified
-
-
-@contextlib.contextmanager
-def _quiet_exporter():
-    """The dynamo exporter logs progress and warnings on every call; keep only errors."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"

@@ -31,12 +31,16 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from ..._messages import root_cause
+from ..._quiet import quiet
 from ...nn.affine import inference_affine, is_norm, not_foldable_reason
+from ...nn.statistics import statistics_problem
 from ...nn.bake import bake_weights
 from ..algebra import ChannelMap, cast, compose
 from ..report import FoldReport, Folded, Skipped
 from .rules import BACKWARD, FORWARD, Rewrite, Site, rule_for
 from ..errors import FoldError
+from .examples import check_example_inputs
 from .trace import describe, trace
 
 
@@ -69,6 +73,7 @@ def fold(model: nn.Module, example_inputs: Any, *, densify: bool = False, clone_
     if not isinstance(model, nn.Module):
         raise TypeError(f"fold: model must be a torch.nn.Module, got {type(model).__name__}")
     inputs = as_input_tuple(example_inputs)
+    check_example_inputs(model, inputs)
     report = FoldReport(warnings=_state_warnings(model))
     if report.warnings:
         more = f" (and {len(report.warnings) - 1} more, see the report)" if len(report.warnings) > 1 else ""
@@ -116,6 +121,7 @@ def _state_warnings(model: nn.Module) -> list[str]:
     return out
 
 
+@quiet()   # torch's ShapeProp prints a traceback of its own; the FoldError carries the message
 def _propagate_shapes(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> None:
     """Shapes of every node: fake tensors (no compute) when possible, else a real run."""
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -132,7 +138,7 @@ def _propagate_shapes(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> N
             ShapeProp(gm).propagate(*inputs)
     except Exception as exc:
         shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
-        raise FoldError(f"{type(gm).__name__} rejects example inputs of shape {shapes}: {describe(exc)}") from exc
+        raise FoldError(f"{type(gm).__name__} rejects example inputs of shape {shapes}: {describe(root_cause(exc))}") from exc
 
 
 def _shape_only_class():
@@ -214,6 +220,8 @@ class _Pass:
 
     def _map_of(self, node: fx.Node) -> str | None:
         module = self.modules[node.target]
+        if (why := statistics_problem(module)) is not None:
+            return why
         if len(node.args) != 1 or node.kwargs:
             return f"{node.target} is called with {len(node.args)} arguments and {len(node.kwargs)} keywords, not one tensor"
         try:
