@@ -22,8 +22,15 @@ SUBCOMMANDS = (run, inspect, verify, bench, zoo)
 _OUT_OF_MEMORY = re.compile(r"can't allocate memory|failed to allocate memory|out of memory|bad_alloc", re.I)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what was wrong, and where to read more), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="normfold", description=__doc__)
+    parser = _Parser(prog="normfold", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS:
         module.add_parser(subparsers)

@@ -204,8 +204,25 @@ def load_model(spec: str | None) -> tuple[str, nn.Module, tuple[int, ...] | None
             f"unknown model {spec!r}: not a zoo name ({', '.join(sorted(zoo.ZOO))}), "
             "path/to/file.py:factory, nor an .onnx file"
         )
+    _check_tensors(model)
     _check_statistics(model)
     return name, model, shape
+
+
+def _check_tensors(model: nn.Module) -> None:
+    """The command line runs the model on CPU in float32 (and float64 for the oracle): refuse a model
+    whose weights are elsewhere, naming the first such tensor."""
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_meta:
+            raise UsageError(f"the model's {name} is on the meta device (a shape without values): the factory "
+                             "must return a model with its weights loaded")
+        if t.is_floating_point() and t.dtype != torch.float32:
+            raise UsageError(f"the model's {name} is {str(t.dtype).removeprefix('torch.')}: the command line takes "
+                             "a float32 model (it folds in float64; `normfold verify --precision fp16` checks an "
+                             "fp16 export), so return model.float() from the factory")
+        if t.device.type != "cpu":
+            raise UsageError(f"the model's {name} is on {t.device}: the command line runs the model on the CPU "
+                             "(onnxruntime's CUDA provider is --providers cuda), so return it on the CPU")
 
 
 def _check_statistics(model: nn.Module) -> None:
@@ -215,7 +232,8 @@ def _check_statistics(model: nn.Module) -> None:
     if broken:
         path, why = broken[0]
         more = f" (and {len(broken) - 1} more norm layers)" if len(broken) > 1 else ""
-        raise UsageError(f"norm layer {path or type(model).__name__} has broken statistics: {why}{more}")
+        layer = f"{path} ({type(model.get_submodule(path)).__name__})" if path else type(model).__name__
+        raise UsageError(f"norm layer {layer} has broken statistics: {why}{more}")
 
 
 def _load_factory(spec: str) -> nn.Module:
@@ -295,10 +313,24 @@ def example_input(model: nn.Module, shape: tuple[int, ...], seed: int) -> torch.
     text = ",".join(map(str, shape))
     with torch.no_grad():
         out = user_code(lambda: model(x), f"the model rejects input shape {text}: its forward")
-    if not any(isinstance(t, torch.Tensor) and t.is_floating_point() for t in tree_leaves(out)):
+    floats = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not floats:
         raise UsageError(f"the model's forward returned {_kind(out)} for input shape {text}; normfold needs "
                          "floating-point tensor outputs (a tensor, or tuples/lists/dicts of them)")
+    check_finite({f"output {i}": t.numpy() for i, t in enumerate(floats)}, "the model", shape)
     return x
+
+
+def check_finite(outputs: dict[str, "np.ndarray"], what: str, shape: tuple[int, ...]) -> None:
+    """UsageError when an output of ``what`` on the seeded example input of ``shape`` is not finite."""
+    import numpy as np
+
+    for name, out in outputs.items():
+        bad = int((~np.isfinite(np.asarray(out, dtype=np.float64))).sum())
+        if bad:
+            raise UsageError(f"{what}'s {name} holds {bad} NaN or infinite values (of {np.size(out)}) on a seeded "
+                             f"normal input of shape {','.join(map(str, shape))}: there is nothing to compare a "
+                             "fold with (`normfold inspect` gives each norm's reason)")
 
 
 def _kind(value) -> str:
@@ -358,14 +390,15 @@ class OnnxModel:
         return str(self.path)
 
 
-def load_onnx(spec: str, input_shape: tuple[int, ...] | None, *, runnable: bool = False) -> OnnxModel:
+def load_onnx(spec: str, input_shape: tuple[int, ...] | None, *, runnable: bool = False, seed: int = 0) -> OnnxModel:
     """The .onnx MODEL, or UsageError: not a readable self-contained ONNX file, several inputs,
-    symbolic dims without --input-shape, an --input-shape the file does not take; with
-    ``runnable``, also a file onnxruntime cannot load (an opset or op it does not know)."""
+    symbolic dims without --input-shape, an --input-shape the file does not take, an input too large
+    for memory; with ``runnable``, also a file onnxruntime cannot load (an opset or op it does not
+    know) or whose outputs on the seeded example input are not finite (a broken batch norm)."""
     from normfold.verify.session import shape_mismatch
 
     path = Path(spec)
-    sig = readable_onnx(path, runnable=runnable)
+    sig = readable_onnx(path)
     if len(sig.names) != 1:
         raise UsageError(f"{path} takes {len(sig.names)} inputs ({', '.join(sig.names)}); the command line "
                          "handles single-input models (use the Python API for several)")
@@ -376,16 +409,34 @@ def load_onnx(spec: str, input_shape: tuple[int, ...] | None, *, runnable: bool 
             raise UsageError(f"--input-shape {','.join(map(str, input_shape))} does not fit {path}: input "
                              f"{name!r} has shape {declared} ({problem})")
         fixes_symbols = any(not (isinstance(d, int) and d > 0) for d in declared)
-        check_memory(input_shape)
-        return OnnxModel(path, sig, tuple(input_shape), {name: list(input_shape)} if fixes_symbols else None)
-    symbolic = [f"axis {axis} ({d})" for _, axis, d in sig.symbolic()]
-    if symbolic:
-        raise UsageError(f"{path}: input {name!r} has shape {declared} with symbolic {', '.join(symbolic)}; "
-                         "give --input-shape N,C,H,W")
-    batch = declared[0] if declared and isinstance(declared[0], int) and declared[0] > 0 else 1
-    shape = (batch, *declared[1:])
-    check_memory(shape, f"the input of {path}")
-    return OnnxModel(path, sig, shape, None)
+        src = OnnxModel(path, sig, tuple(input_shape), {name: list(input_shape)} if fixes_symbols else None)
+    else:
+        symbolic = [f"axis {axis} ({d})" for _, axis, d in sig.symbolic()]
+        if symbolic:
+            raise UsageError(f"{path}: input {name!r} has shape {declared} with symbolic {', '.join(symbolic)}; "
+                             "give --input-shape N,C,H,W")
+        batch = declared[0] if declared and isinstance(declared[0], int) and declared[0] > 0 else 1
+        src = OnnxModel(path, sig, (batch, *declared[1:]), None)
+    check_memory(src.shape, f"the input of {path}")
+    if runnable:
+        _runs(src, seed)
+    return src
+
+
+def _runs(src: OnnxModel, seed: int) -> None:
+    """onnxruntime's CPU provider loads ``src`` and its outputs on the seeded example input are finite."""
+    from normfold.verify import SessionError
+    from normfold.verify.session import open_session, run_session
+
+    try:
+        session = open_session(src.signature.proto.SerializeToString(), "cpu", optimization="disable",
+                               where=str(src.path))
+        x = seeded_input(src.shape, seed).numpy()
+        outputs = run_session(session, (x,))
+    except SessionError as exc:
+        raise UsageError(str(exc)) from exc
+    names = [o.name for o in session.get_outputs()]
+    check_finite({f"output {n!r}": o for n, o in zip(names, outputs)}, str(src.path), src.shape)
 
 
 def readable_onnx(path: str | os.PathLike, *, runnable: bool = False):

@@ -87,7 +87,7 @@ def _run_onnx(args: argparse.Namespace) -> int:
     from normfold.fold import FoldError, fold_onnx
     from normfold.verify import InputError, OnnxOracle, OracleError, SessionError, verify
 
-    src = load_onnx(args.model, args.input_shape, runnable=True)
+    src = load_onnx(args.model, args.input_shape, runnable=True, seed=args.seed)
     x = seeded_input(src.shape, args.seed)
     try:
         folded_proto, fold_report = fold_onnx(src.signature.proto, input_shapes=src.input_shapes)

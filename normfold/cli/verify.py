@@ -105,7 +105,7 @@ def main(args: argparse.Namespace) -> int:
         for p in providers or ("",):
             provider_name(p)
         if is_onnx(args.model):
-            src = load_onnx(args.model, args.input_shape)
+            src = load_onnx(args.model, args.input_shape, runnable=True, seed=args.seed)
             name, model = src.name, OnnxOracle(src.signature.proto, where=src.name)   # the graph in float64
         else:
             name, model, _ = load_model(args.model)
@@ -204,6 +204,10 @@ def _inputs(args, sig):
             x = random_batch((rows, *shape[1:]), "normal", args.seed)
             source = {"kind": "normal", "mean": 0.0, "std": 1.0, "seed": args.seed}
     x = normalize(x, args.mean, args.std)
+    bad = np.argwhere(~np.isfinite(x))
+    if len(bad):
+        raise UsageError(f"--inputs {args.inputs}: sample {bad[0][0]} holds NaN or infinite values "
+                         f"(at {tuple(int(i) for i in bad[0][1:])}): there is nothing to compare")
     source.update(shape=list(x.shape[1:]), normalize_mean=args.mean, normalize_std=args.std)
     return torch.from_numpy(np.ascontiguousarray(x)), source, sizes
 

@@ -44,6 +44,7 @@ from .._quiet import quiet
 from ..atomic import write_bytes
 from ..fold import FoldError, FoldReport, as_input_tuple, fold as fold_model, fold_onnx
 from ..fold.algebra import cast
+from ..fold.torch.examples import check_example_inputs
 from ..fold.torch.trace import describe
 from ..nn.bake import bake_weights
 from .optimize import optimize as optimize_graph
@@ -81,7 +82,7 @@ def export(
     ``precision`` is "fp32" or "fp16" (the weights and the graph's inputs and outputs).
     """
     path = _output_path(path)
-    job = _Job(model, as_input_tuple(example_inputs), precision_dtype(precision), opset, dynamic_batch, simplify)
+    job = _Job(model, _inputs(example_inputs, model), precision_dtype(precision), opset, dynamic_batch, simplify)
     proto, report = job.folded() if fold else (job.unfolded(), None)
     return write_checked(proto, path, report)
 
@@ -105,7 +106,7 @@ def export_with_baseline(
     path, baseline_path = _output_path(path), _output_path(baseline_path)
     if path.resolve() == baseline_path.resolve():
         raise ExportError(f"export path {path} is also the baseline's path")
-    job = _Job(model, as_input_tuple(example_inputs), precision_dtype(precision), opset, dynamic_batch, simplify)
+    job = _Job(model, _inputs(example_inputs, model), precision_dtype(precision), opset, dynamic_batch, simplify)
     baseline = job.unfolded()
     proto, report = job.folded(baseline)
     return write_checked(proto, path, report), write_checked(baseline, baseline_path, None)
@@ -114,7 +115,7 @@ def export_with_baseline(
 def unfolded_graph(model: nn.Module, example_inputs: Any, *, opset: int = 18, dynamic_batch: bool = True,
                    simplify: bool = True, precision: str = "fp32") -> onnx.ModelProto:
     """The graph ``export(fold=False)`` writes, in memory: what the ONNX front end folds."""
-    return _Job(model, as_input_tuple(example_inputs), precision_dtype(precision), opset, dynamic_batch,
+    return _Job(model, _inputs(example_inputs, model), precision_dtype(precision), opset, dynamic_batch,
                 simplify).unfolded()
 
 
@@ -182,6 +183,16 @@ def fold_graph(unfolded: onnx.ModelProto, why: str, untraced: dict[str, str] | N
     report.front_end_reason = why
     report.untraced.update(untraced or {})
     return proto, report
+
+
+def _inputs(example_inputs: Any, model: nn.Module) -> tuple:
+    """The example inputs as a tuple, checked as the fold checks them (ExportError naming the problem)."""
+    inputs = as_input_tuple(example_inputs)
+    try:
+        check_example_inputs(model, inputs)
+    except FoldError as exc:
+        raise ExportError(str(exc)) from None
+    return inputs
 
 
 def _output_path(path: str | os.PathLike) -> Path:
