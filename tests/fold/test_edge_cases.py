@@ -3,6 +3,7 @@ plus the safety rules of the fold pass. Each asserts the outcome (folded or the
 reason it was not) and numerical equivalence with the unfolded model."""
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 import normfold
-from normfold.fold import ChannelMap, FoldError
+from normfold.fold import ChannelMap
 from normfold.fold.algebra import fold_forward, to_groups
 from normfold.nn import Centering, Scaling, is_norm
 
@@ -254,9 +255,17 @@ class DataDependent(nn.Module):
         return self.conv(x)
 
 
-def test_untraceable_model_fails_naming_the_call():
-    with pytest.raises(FoldError, match=r"test_edge_cases.py:\d+ in forward: if x.mean\(\) > 0"):
-        _fold(DataDependent().eval(), torch.randn(2, 3, 4, 4))
+def test_untraceable_model_is_returned_whole_naming_the_call():
+    """The model's own forward cannot be traced: fold returns it as it is, the failing call under ""."""
+    model = populate_stats(DataDependent(), (8, 3, 4, 4))
+    x = torch.randn(2, 3, 4, 4)
+    result = _fold(model, x)
+    assert re.search(r"test_edge_cases.py:\d+ in forward: if x.mean\(\) > 0", result.report.untraced[""])
+    assert not result.report.folded
+    (skipped,) = result.report.skipped
+    assert skipped.norm == "bn" and "the model's own forward, which torch.fx could not trace" in skipped.reason
+    assert result.model is not model and isinstance(result.model.bn, nn.BatchNorm2d)
+    assert_equivalent_outputs(model, run_eager(result.model, x), x)
 
 
 def test_untraceable_submodule_is_kept_whole_and_the_rest_folds():
