@@ -78,13 +78,19 @@ def fold(model: nn.Module, example_inputs: Any, *, densify: bool = False, clone_
         warnings.warn(f"normfold.fold: {report.warnings[0]}{more}", stacklevel=2)
 
     work = bake_weights(copy.deepcopy(model).eval())
-    norms = [name for name, m in work.named_modules() if is_norm(m)]
+    norms = _norm_layers(work)
     calls = Calls(work, args)
     call = bind_call(work, args)
     folded = fold_module(work, call if isinstance(call, dict) else None, args, report,
                          Options(densify=densify, clone_shared=clone_shared), calls)
     _account(norms, report, calls)
     return FoldResult(model=folded.eval(), report=report)
+
+
+def _norm_layers(model: nn.Module) -> list[str]:
+    """Paths of the norm layers, outermost only (a composite's own norm part is the composite)."""
+    names = [name for name, m in model.named_modules() if is_norm(m)]
+    return [n for n in names if not any(n.startswith(outer + ".") for outer in names if outer != n)]
 
 
 def _account(norms: list[str], report: FoldReport, calls: Calls) -> None:
