@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 from collections import OrderedDict
-import warnings
 
 import pytest
 import torch
@@ -20,16 +19,14 @@ import normfold
 from normfold.nn import composite
 
 from ..conftest import assert_equivalent_outputs, populate_stats, run_eager
+from ._helpers import fold_quietly, registered
 
 timm_layers = pytest.importorskip("timm.layers")
 
 SHAPE = (2, 3, 6, 6)
 
 
-def _fold(model, x, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return normfold.fold(model, x, **kw)
+_fold = fold_quietly
 
 
 def _bn_act(**kw):
@@ -136,11 +133,8 @@ def test_register_composite_splits_a_users_module_only_when_its_parts_check_out(
     torch.manual_seed(0)
     model = populate_stats(nn.Sequential(nn.Conv2d(3, 4, 3), NormThenTanh(4)), (8, *SHAPE[1:]))
     x = torch.randn(SHAPE)
-    composite.register_composite(NormThenTanh, splitter)
-    try:
+    with registered(composite.register_composite, composite._SPLITTERS, NormThenTanh, splitter):
         result = _fold(model, x)
-    finally:
-        composite._SPLITTERS.pop(NormThenTanh)
     if folds:
         assert [(f.norm, f.into) for f in result.report.folded] == [("1", "0")]
         assert isinstance(result.model.get_submodule("1.act"), nn.Tanh)

@@ -4,7 +4,6 @@ reason it was not) and numerical equivalence with the unfolded model."""
 from __future__ import annotations
 
 import re
-import warnings
 
 import pytest
 import torch
@@ -16,16 +15,10 @@ from normfold.fold.algebra import fold_forward, to_groups
 from normfold.nn import Centering, Scaling, is_norm
 
 from ..conftest import assert_equivalent_outputs, fp32_budget, populate_stats, run_eager
+from ._helpers import ChannelAffine, fold_quietly, outcome
 
 
-def _fold(model, x, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return normfold.fold(model, x, **kw)
-
-
-def _outcome(report):
-    return {f.norm: ("folded", f.into) for f in report.folded} | {s.norm: ("skipped", s.reason) for s in report.skipped}
+_fold, _outcome = fold_quietly, outcome
 
 
 class ConvCalledTwice(nn.Module):
@@ -185,17 +178,6 @@ def test_nonlinearity_between_conv_and_norm_blocks_the_fold():
     (skipped,) = result.report.skipped
     assert "ReLU" in skipped.reason
     assert_equivalent_outputs(model, run_eager(result.model, x), x)
-
-
-class ChannelAffine(nn.Module):
-    """A user's own per-channel layer, not a normfold layer: foldable only through register_norm."""
-
-    def __init__(self, c):
-        super().__init__()
-        self.scale, self.shift = nn.Parameter(torch.rand(c) + 0.5), nn.Parameter(torch.randn(c))
-
-    def forward(self, x):
-        return x * self.scale.view(1, -1, 1, 1) + self.shift.view(1, -1, 1, 1)
 
 
 def test_register_norm_makes_a_users_layer_foldable_and_chains_collapse():

@@ -8,27 +8,19 @@ float64; each refusal names what blocked it.
 """
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-import normfold
 from normfold.nn import ZCAWhitening
 
 from ..conftest import assert_equivalent_outputs, populate_stats, run_eager
+from ._helpers import fold_quietly, outcome
 
 
-def _fold(model, x, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return normfold.fold(model, x, **kw)
-
-
-def _outcome(report):
-    return {f.norm: ("folded", f.into) for f in report.folded} | {s.norm: ("skipped", s.reason) for s in report.skipped}
+_fold, _outcome = fold_quietly, outcome
 
 
 def _check(model, shape, expected):

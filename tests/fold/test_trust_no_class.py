@@ -7,7 +7,6 @@ original in float64. Subclasses whose forward is still the map fold.
 """
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ import normfold
 from normfold.nn import affine
 
 from ..conftest import assert_equivalent_outputs, populate_stats, run_eager
+from ._helpers import ChannelAffine, fold_quietly, registered
 
 SHAPE = (2, 3, 6, 6)
 
@@ -73,15 +73,8 @@ class BNOnlyTracedSize(nn.BatchNorm2d):
         return super().forward(x)
 
 
-class LyingAffine(nn.Module):
+class LyingAffine(ChannelAffine):
     """A user's layer whose inference_affine() forgets its shift."""
-
-    def __init__(self, c):
-        super().__init__()
-        self.scale, self.shift = nn.Parameter(torch.rand(c) + 0.5), nn.Parameter(torch.randn(c))
-
-    def forward(self, x):
-        return x * self.scale.view(1, -1, 1, 1) + self.shift.view(1, -1, 1, 1)
 
     def inference_affine(self):
         return self.scale.detach().double(), torch.zeros_like(self.shift, dtype=torch.float64)
@@ -92,10 +85,7 @@ class HonestAffine(LyingAffine):
         return self.scale.detach().double(), self.shift.detach().double()
 
 
-def _fold(model, x, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return normfold.fold(model, x, **kw)
+_fold = fold_quietly
 
 
 def _model(norm: nn.Module) -> nn.Module:
@@ -166,17 +156,6 @@ def test_the_probe_runs_in_float64_for_an_fp16_model():
     assert "BNAct.forward differs from its batch-norm map" in result.report.skipped[0].reason
 
 
-class ChannelAffine(nn.Module):
-    """A user layer with no map of its own: foldable only through register_norm."""
-
-    def __init__(self, c):
-        super().__init__()
-        self.scale, self.shift = nn.Parameter(torch.rand(c) + 0.5), nn.Parameter(torch.randn(c))
-
-    def forward(self, x):
-        return x * self.scale.view(1, -1, 1, 1) + self.shift.view(1, -1, 1, 1)
-
-
 ADAPTERS = {  # name: (adapter, folds, the reason's distinctive part)
     "right": (lambda m: (m.scale.detach().double(), m.shift.detach().double()), True, None),
     "wrong-sign": (lambda m: (m.scale.detach().double(), -m.shift.detach().double()), False,
@@ -192,11 +171,8 @@ def test_register_norm_adapters_are_checked_too(case):
     adapter, folds, reason = ADAPTERS[case]
     model = _model(ChannelAffine(4))
     x = torch.randn(SHAPE)
-    normfold.register_norm(ChannelAffine, adapter)
-    try:
+    with registered(normfold.register_norm, affine._ADAPTERS, ChannelAffine, adapter):
         result = _fold(model, x)
-    finally:
-        affine._ADAPTERS.pop(ChannelAffine)
     if folds:
         assert [f.norm for f in result.report.folded] == ["1"]
     else:
@@ -215,3 +191,13 @@ def test_an_adapter_registered_for_a_base_class_does_not_cover_a_subclass_that_d
     assert [f.norm for f in result.report.folded] == ["1"]
     assert [s.norm for s in result.report.skipped] == ["3"]
     assert_equivalent_outputs(model, run_eager(result.model, x), x)
+
+
+def test_a_map_that_is_not_finite_is_skipped():
+    model = _model(nn.BatchNorm2d(4))
+    with torch.no_grad():
+        model[1].running_var[2] = float("nan")
+    result = _fold(model, torch.randn(SHAPE))
+    (skipped,) = result.report.skipped
+    assert "BatchNorm2d.forward differs from its batch-norm map by nan" in skipped.reason
+    assert isinstance(result.model.get_submodule("1"), nn.BatchNorm2d)

@@ -21,7 +21,7 @@ from torch import fx, nn
 import normfold
 from normfold.fold import FoldError
 
-from ..conftest import FLOOR_ULPS, K, populate_stats
+from ..conftest import FLOOR_ULPS, K
 
 
 def conv_bn(c_in, c_out, k=3):

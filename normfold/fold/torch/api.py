@@ -90,7 +90,13 @@ def fold(model: nn.Module, example_inputs: Any, *, densify: bool = False, clone_
 def _norm_layers(model: nn.Module) -> list[str]:
     """Paths of the norm layers, outermost only (a composite's own norm part is the composite)."""
     names = [name for name, m in model.named_modules() if is_norm(m)]
-    return [n for n in names if not any(n.startswith(outer + ".") for outer in names if outer != n)]
+    found = set(names)
+
+    def nested(name: str) -> bool:
+        parts = name.split(".")
+        return any(".".join(parts[:k]) in found for k in range(1, len(parts)))
+
+    return [n for n in names if not nested(n)]
 
 
 def _account(norms: list[str], report: FoldReport, calls: Calls) -> None:

@@ -55,7 +55,7 @@ def map_reason(module: nn.Module, m: ChannelMap, shape: tuple[int, ...] | None, 
     result = _run(lambda s: _map_deviation(module, m, s), shape, cls)
     if isinstance(result, str):
         return result
-    if result > TOLERANCE:
+    if not result <= TOLERANCE:  # NaN too
         return (f"{cls}.forward differs from {source} by {result:.3g} (relative): does it apply an activation, "
                 "a scale or a shift of its own? register an adapter (normfold.register_norm) or a composite "
                 "(normfold.nn.register_composite), or split it")
@@ -71,7 +71,7 @@ def same_reason(original: nn.Module, parts: nn.Module, m: ChannelMap, shape: tup
     result = _run(lambda s: _parts_deviation(original, parts, m, s), shape, cls)
     if isinstance(result, str):
         return result
-    if result > TOLERANCE:
+    if not result <= TOLERANCE:
         names = ", ".join(parts._modules)
         return (f"{cls}.forward differs from its parts ({names}) by {result:.3g} (relative): "
                 "its splitter does not describe it")
