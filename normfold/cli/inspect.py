@@ -60,9 +60,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"model  {name}   input {','.join(map(str, shape))}")
     print(f"norms  {len(report.folded) + len(report.skipped)}: {len(report.folded)} folded, {len(report.skipped)} skipped")
     if report.untraced:
-        whole = "the model's own forward and " if "" in report.untraced else ""
-        print(f"parts  {len(report.untraced)} untraced ({whole}parts torch.fx could not trace; "
-              "what they call was folded where it traces)")
+        itself = ", the model's own forward among them" if "" in report.untraced else ""
+        print(f"parts  {len(report.untraced)} torch.fx could not trace{itself}: "
+              "what they call is folded where it traces")
     for line in report.lines():
         print(f"  {line}")
     return EXIT_OK

@@ -98,7 +98,7 @@ def test_inspect_shows_the_probe_and_trace_reasons(tmp_path, capsys):
     assert main(["inspect", f"{path}:build", "--input-shape", "1,3,6,6"]) == 0
     out = capsys.readouterr().out
     assert "norms  2: 1 folded, 1 skipped" in out
-    assert "parts  1 untraced (the model's own forward" in out
+    assert "parts  1 torch.fx could not trace, the model's own forward among them" in out
     assert "folded  body.1 -> body.0 (backward" in out
     assert "skipped body.3: BNAct.forward differs from its batch-norm map by" in out
     assert "untraced (the model itself): TraceError" in out and "if y.mean() > 0" in out
