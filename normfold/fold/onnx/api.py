@@ -35,7 +35,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from ..report import FoldReport
 from .fold import OnnxPass
-from .load import read, working_copy
+from .load import keep_value_info, read, working_copy
 from .shapes import infer
 
 
@@ -53,9 +53,9 @@ def fold_onnx(
     Returns the folded model and a report (``front_end == "onnx"``) naming,
     for every site, what it was folded into or why not.
     """
-    proto, label = read(model)
-    shapes = infer(proto, input_shapes, label)
-    work = working_copy(proto)
+    source = read(model)
+    shapes = infer(source.skeleton, source.data_inputs, input_shapes, source.label)
+    work = working_copy(source.proto, source.label)
     report = FoldReport(front_end="onnx")
     fold_pass = OnnxPass(work, shapes, report, densify=densify)
     with _one_thread():
@@ -67,7 +67,9 @@ def fold_onnx(
             "declared input dims"
         )
     RemoveUnusedNodesPass()(work)
-    return ir.serde.serialize_model(work), report
+    out = ir.serde.serialize_model(work)
+    keep_value_info(source.proto, out)
+    return out, report
 
 
 @contextlib.contextmanager

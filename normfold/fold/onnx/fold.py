@@ -23,12 +23,13 @@ folded graph can be compared with the original tensor by tensor.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import torch
 
 from ..algebra import cast
 from ..report import FoldReport, Folded, Skipped
-from .graph import ONNX_DOMAINS, constant, describe_users, float64, label, op_version, unknown_version, users
+from .graph import ONNX_DOMAINS, constant, describe_users, float64, is_constant, label, op_version, unknown_version, users
 from .maps import AxisMap
 from .rules import BACKWARD, FORWARD, Layer, Rewrite, Site, rule_for
 from .shapes import Shapes
@@ -57,7 +58,7 @@ class OnnxPass:
         chains, refused, order = [], [], []
         for segments in runs:
             current: list[NormSite] = []
-            composed: AxisMap | None = None
+            shape_of: AxisMap | None = None  # the chain's axis and channels so far (a non-scalar member)
             for seg in segments:
                 if seg is not None and seg.norm_like:
                     order.append(seg)
@@ -65,14 +66,14 @@ class OnnxPass:
                     if seg is not None and seg.norm_like:
                         refused.append(seg)
                     chains.append(current)
-                    current, composed = [], None
+                    current, shape_of = [], None
                     continue
-                joined = composed.then(seg.map) if composed is not None else seg.map
-                if joined is None:  # another axis: a new chain
+                if shape_of is not None and not shape_of.joins(seg.map):  # another axis: a new chain
                     chains.append(current)
-                    current, joined = [], seg.map
+                    current, shape_of = [], None
                 current.append(seg)
-                composed = joined
+                if shape_of is None or shape_of.scalar:
+                    shape_of = seg.map
             chains.append(current)
         chains = [c for c in (_trimmed(c) for c in chains) if c]
         for chain in chains:
@@ -233,7 +234,7 @@ class OnnxPass:
         if why is not None:
             return why
         index_w = 1
-        if node.op_type == "MatMul" and constant(node.inputs[1]) is None:
+        if node.op_type == "MatMul" and not is_constant(node.inputs[1]):
             return f"{label(node)} (MatMul) has no stored constant right operand (x @ W) to fold into"
         w_value = node.inputs[index_w] if len(node.inputs) > index_w else None
         why = _stored(node, w_value, "weight")
@@ -306,7 +307,10 @@ class OnnxPass:
         return add.outputs[0]
 
     def _initializer(self, base: str, t: torch.Tensor) -> ir.Value:
-        value = ir.Value(name=self._fresh(base), const_value=ir.tensor(t.numpy().astype(NUMPY_DTYPES[t.dtype])))
+        name = self._fresh(base)
+        # a TensorProtoTensor serializes by one CopyFrom (ir.Tensor goes through protocol checks)
+        proto = onnx.numpy_helper.from_array(t.numpy().astype(NUMPY_DTYPES[t.dtype]), name)
+        value = ir.Value(name=name, const_value=ir.serde.TensorProtoTensor(proto))
         self.graph.register_initializer(value)
         return value
 
@@ -353,7 +357,7 @@ def _stored(node: ir.Node, value: ir.Value | None, what: str, shared_ok: bool = 
         return f"{label(node)} has no {what}"
     if value.is_graph_input():
         return f"the {what} {value.name!r} of {label(node)} is a graph input: it can be replaced at run time"
-    if constant(value) is None:
+    if not is_constant(value):
         producer = value.producer()
         by = f" (by {label(producer)}, {producer.op_type})" if producer is not None else ""
         return f"the {what} {value.name!r} of {label(node)} is computed in the graph{by}, not a stored constant"
