@@ -46,15 +46,18 @@ class Graph:
         return self.op("Conv", ins, name=name or self._name("conv"), group=groups, pads=[pads] * 4,
                        kernel_shape=[k, k], **attrs)
 
-    def bn(self, x, c, name=None, **attrs):
+    def bn(self, x, c, name=None, outputs=1, **attrs):
         params = [self.randn(c, scale=0.5) + 1, self.randn(c, scale=0.2), self.randn(c, scale=0.3),
                   self.rng.uniform(0.5, 2.0, c)]
-        return self.op("BatchNormalization", [x] + [self.const(p) for p in params],
-                       name=name or self._name("bn"), epsilon=1e-5, **attrs)
+        out = self.op("BatchNormalization", [x] + [self.const(p) for p in params],
+                      name=name or self._name("bn"), outputs=outputs, epsilon=1e-5, **attrs)
+        return out if outputs == 1 else out[0]
 
     def build(self, *outputs) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, "test", [self.input, *self.extra_inputs], [], self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        domains = sorted({n.domain for n in self.nodes} - {""})
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)]
+                                  + [helper.make_opsetid(d, 1) for d in domains])
         model.ir_version = 8
         inferred = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
         for o in outputs:  # declared with the shape ONNX infers (the checker wants one)

@@ -36,8 +36,8 @@ class ConvTranspose(OpRun):
         if pads[:dims] != pads[dims:]:
             raise NotImplementedError("the test oracle takes symmetric pads only")
         fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[dims]
-        y = fn(torch.from_numpy(np.asarray(x, np.float64)), torch.from_numpy(np.asarray(w, np.float64)),
-               None if b is None else torch.from_numpy(np.asarray(b, np.float64)),
+        y = fn(torch.from_numpy(np.array(x, np.float64)), torch.from_numpy(np.array(w, np.float64)),
+               None if b is None else torch.from_numpy(np.array(b, np.float64)),
                stride=list(strides or [1] * dims), padding=pads[:dims],
                output_padding=list(output_padding or [0] * dims), groups=group or 1,
                dilation=list(dilations or [1] * dims))

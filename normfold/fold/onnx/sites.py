@@ -31,6 +31,8 @@ from .maps import AxisMap
 from .region import ELEMENTWISE_OPS, LAYOUT_OPS
 from .shapes import Shapes
 
+FLOAT_IR_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE)
+
 
 @dataclass
 class NormSite:
@@ -97,7 +99,11 @@ class Finder:
             index = 0
         else:
             return None
-        return index if self.shapes.float_dtype(ins[index].name) is not None else None
+        if op == "BatchNormalization" or self.shapes.float_dtype(ins[index].name) is not None:
+            return index  # BatchNormalization is float by definition
+        # an untyped tensor (after an op shape inference does not know) has its constant operand's type
+        other = ins[1 - index] if op in (*ELEMENTWISE_OPS, "MatMul") else None
+        return index if other is not None and other.dtype in FLOAT_IR_TYPES else None
 
     def _next(self, node: ir.Node, data: dict) -> ir.Node | None:
         if any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
