@@ -55,7 +55,8 @@ def fold_onnx(
     """
     source = read(model)
     shapes = infer(source.skeleton, source.data_inputs, input_shapes, source.label)
-    work = working_copy(source.proto, source.label)
+    work = working_copy(source, lambda: infer(source.skeleton, source.data_inputs, None, source.label)
+                        if input_shapes else shapes)
     report = FoldReport(front_end="onnx")
     fold_pass = OnnxPass(work, shapes, report, densify=densify)
     with _one_thread():

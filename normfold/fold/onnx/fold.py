@@ -13,6 +13,8 @@ new weights from the rules; here chains are composed and the graph edited.
 3. Forward: fold the longest suffix of what is left into the one layer that
    reads its output (Shape/Size readers, which see only the shape, are moved
    to the chain's input).
+   Before both, a chain whose map is exactly the identity (a Mul by 1) is
+   removed outright (``rule="identity"``, ``into=""``).
 4. Every site not folded is reported with the reason each direction failed.
 
 Names: a layer that absorbs a backward chain writes the chain's output tensor
@@ -76,6 +78,7 @@ class OnnxPass:
                     shape_of = seg.map
             chains.append(current)
         chains = [c for c in (_trimmed(c) for c in chains) if c]
+        chains = [c for c in chains if not self._identity(c)]
         for chain in chains:
             self._backward(chain)
         for chain in chains:
@@ -117,6 +120,21 @@ class OnnxPass:
             self.why_fwd[id(chain[i])] = why
             for later in chain[i + 1:]:
                 self.why_fwd.setdefault(id(later), why)
+
+    # ---- identity ----------------------------------------------------------------------------
+    def _identity(self, sites: list[NormSite]) -> bool:
+        """Remove a chain whose map is exactly ``y = x`` (a Mul by 1, an Add of 0, a scale and its
+        inverse): exact without any layer, whatever else reads the tensors around it."""
+        m = _compose(sites)
+        if m is None or not m.map.diagonal or bool((m.map.a != 1).any()) or bool(m.map.c.any()):
+            return False
+        tail, source = sites[-1].output, sites[0].input
+        if tail.is_graph_output():
+            return False
+        tail.replace_all_uses_with(source)
+        self.graph.remove([n for s in sites for n in s.nodes], safe=True)
+        self._record(sites, None, "identity", "none", "its map is the identity: removed")
+        return True
 
     # ---- backward ----------------------------------------------------------------------------
     def _try_backward(self, sites: list[NormSite]) -> str | None:
@@ -321,7 +339,7 @@ class OnnxPass:
         self.names.add(name)
         return name
 
-    def _record(self, sites: list[NormSite], node: ir.Node, rule: str, direction: str, note: str) -> None:
+    def _record(self, sites: list[NormSite], node: ir.Node | None, rule: str, direction: str, note: str) -> None:
         norms = tuple(s.name for s in sites if s.norm_like)
         layout = [s.name for s in sites if not s.norm_like]
         notes = [note] + ([f"with the layout no-op {', '.join(layout)}"] if layout else [])
@@ -329,8 +347,9 @@ class OnnxPass:
             self.done.add(id(site))
             if site.kind == "region":
                 self.regions_folded += 1
+        into = label(node) if node is not None else ""
         for name in norms:
-            self.report.folded.append(Folded(name, label(node), direction, rule, norms, "; ".join(n for n in notes if n)))
+            self.report.folded.append(Folded(name, into, direction, rule, norms, "; ".join(n for n in notes if n)))
 
 
 def _compose(sites: list[NormSite]) -> AxisMap | None:

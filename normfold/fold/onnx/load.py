@@ -18,11 +18,13 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import onnx
 import onnx_ir as ir
 
 from ..errors import FoldError
+from .shapes import Shapes
 
 MAX_BYTES = 2**31 - 1  # protobuf cannot read or write a message beyond 2 GB
 SMALL = 64             # initializers up to this many elements keep their values in the skeleton
@@ -32,7 +34,8 @@ SMALL = 64             # initializers up to this many elements keep their values
 class Source:
     proto: onnx.ModelProto     # the caller's model (never modified)
     label: str                 # names it in messages: the path, or the graph
-    skeleton: onnx.ModelProto  # its graph without the bytes of large constants (see skeleton())
+    working: onnx.ModelProto   # a copy: Constant nodes lifted, value_info dropped (see working_copy)
+    skeleton: onnx.ModelProto  # the copy without the bytes of large constants (see skeleton())
 
     @property
     def data_inputs(self) -> tuple[str, ...]:
@@ -63,7 +66,12 @@ def read(model: onnx.ModelProto | str | os.PathLike) -> Source:
             proto = onnx.load(path, load_external_data=False)
         except Exception as exc:
             raise FoldError(f"{label} is not an ONNX file ({type(exc).__name__}: {_first_line(exc)})") from None
-    return Source(proto, label, _validated(proto, label))
+    _check_external(proto, label)
+    working = onnx.ModelProto()
+    working.CopyFrom(proto)  # onnx-ir wraps the copy's tensors; the caller's proto stays untouched
+    working.graph.ClearField("value_info")  # the pass has its own shapes; see keep_value_info
+    _lift_constant_protos(working)
+    return Source(proto, label, working, _validated(working, label))
 
 
 def _size(proto: onnx.ModelProto) -> int:
@@ -84,9 +92,7 @@ def _size(proto: onnx.ModelProto) -> int:
     return proto.ByteSize() if bound > MAX_BYTES // 2 else bound
 
 
-def _validated(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
-    """The skeleton of a model that passes onnx.checker (run on the skeleton: the weights' bytes are not
-    what it checks, and copying them costs more than the check)."""
+def _check_external(proto: onnx.ModelProto, label: str) -> None:
     if not proto.HasField("graph") or not proto.opset_import or proto.ir_version <= 0:
         raise FoldError(f"{label} is not an ONNX model (no graph, opset or IR version)")
     external = [t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
@@ -99,6 +105,11 @@ def _validated(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
             f"{label} keeps {len(external)} tensor(s) in external data files (first: {external[0]!r}); "
             "the fold takes a self-contained model (onnx.load it with its data and pass the proto, or re-save it)"
         )
+
+
+def _validated(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
+    """The skeleton of a model that passes onnx.checker (run on the skeleton: the weights' bytes are not
+    what it checks, and copying them costs more than the check)."""
     bones = skeleton(proto)
     try:
         onnx.checker.check_model(bones)
@@ -128,20 +139,34 @@ def skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def working_copy(proto: onnx.ModelProto, label: str) -> ir.Model:
-    """An onnx-ir copy of ``proto`` with constants folded and lifted to initializers."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)  # onnx-ir wraps the proto's tensors; the caller's proto stays untouched
-    copy.graph.ClearField("value_info")  # the pass has its own shapes; see keep_value_info
-    _lift_constant_protos(copy)
+def working_copy(source: Source, declared: Callable[[], Shapes]) -> ir.Model:
+    """An onnx-ir model of ``source.working`` with constants folded and lifted to initializers.
+
+    ``declared()``: the shapes inferred from the inputs as the model declares
+    them (never the caller's ``input_shapes``: a Shape folded into a constant
+    must hold for every input the model takes), given to the values first so
+    that the constant folder can evaluate Shape/Slice chains over static dims.
+    """
     try:
-        model = ir.serde.deserialize_model(copy)
+        model = ir.serde.deserialize_model(source.working)
     except Exception as exc:
-        raise FoldError(f"{label} is not a valid ONNX model: {type(exc).__name__}: {_first_line(exc)}") from None
-    if _foldable(copy.graph):
+        raise FoldError(f"{source.label} is not a valid ONNX model: {type(exc).__name__}: {_first_line(exc)}") from None
+    if _foldable(source.working.graph):
+        _annotate(model.graph, declared())
         _fold_constants(model)
         _lift_constants(model.graph)
     return model
+
+
+def _annotate(graph: ir.Graph, shapes: Shapes) -> None:
+    for node in graph:
+        for value in node.outputs:
+            dims = shapes.of(value.name)
+            if dims is not None and value.shape is None:
+                value.shape = ir.Shape([d for d in dims])
+            elem = shapes.types.get(value.name)
+            if elem and value.type is None:
+                value.type = ir.TensorType(ir.DataType(elem))
 
 
 def _lift_constant_protos(model: onnx.ModelProto) -> None:
@@ -220,5 +245,5 @@ def keep_value_info(original: onnx.ModelProto, folded: onnx.ModelProto) -> None:
     tensor whose values change), so its declared type and shape still hold.
     """
     computed = {o for n in folded.graph.node for o in n.output}
-    computed -= {o.name for o in folded.graph.output}
+    computed -= {o.name for o in folded.graph.output} | {vi.name for vi in folded.graph.value_info}
     folded.graph.value_info.extend(vi for vi in original.graph.value_info if vi.name in computed)

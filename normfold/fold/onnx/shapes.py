@@ -156,10 +156,9 @@ def _dims(tp: onnx.TypeProto) -> Dims | None:
 
 
 def _run(model: onnx.ModelProto) -> tuple[dict[str, Dims], dict[str, int]]:
-    try:
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception:  # an op whose inference fails: keep what the graph declares
-        pass
+    model = _inferred(model)
+    if _reshape_ranks(model):  # a Reshape to a computed shape of known length: its rank, then all after it
+        model = _inferred(model)
     dims, types = {}, {}
     for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
         shape = _dims(vi.type)
@@ -170,3 +169,42 @@ def _run(model: onnx.ModelProto) -> tuple[dict[str, Dims], dict[str, int]]:
     for t in model.graph.initializer:
         dims[t.name], types[t.name] = tuple(t.dims), t.data_type
     return dims, types
+
+
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # an op whose inference fails: keep what the graph declares
+        return model
+
+
+def _reshape_ranks(model: onnx.ModelProto) -> bool:
+    """Give rank-only shapes to Reshapes whose target is computed (Shape -> Slice -> Concat, as
+    paddle2onnx writes a flatten) but has a static length k: their output has rank k. ONNX's
+    inference leaves such an output without a shape, and with it every op after it."""
+    g = model.graph
+    reshapes = [n for n in g.node if n.op_type == "Reshape"]
+    if not reshapes:
+        return False
+    infos = {vi.name: vi for vi in [*g.input, *g.value_info, *g.output]}
+    if all(n.output[0] in infos and _dims(infos[n.output[0]].type) is not None for n in reshapes):
+        return False
+    changed = False
+    for node in reshapes:
+        if len(node.input) < 2 or node.input[1] not in infos:
+            continue
+        target = _dims(infos[node.input[1]].type)
+        out = infos.get(node.output[0])
+        if out is None:
+            out = g.value_info.add()
+            out.name = node.output[0]
+            source = infos.get(node.input[0])
+            if source is None or not source.type.HasField("tensor_type"):
+                continue
+            out.type.tensor_type.elem_type = source.type.tensor_type.elem_type
+        if _dims(out.type) is None and target and len(target) == 1 and isinstance(target[0], int):
+            shape = out.type.tensor_type.shape
+            for i in range(target[0]):
+                shape.dim.add().dim_param = f"{node.output[0]}:{i}"
+            changed = True
+    return changed
