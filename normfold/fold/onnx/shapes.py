@@ -35,11 +35,12 @@ Dims = tuple  # of int (static), str (a symbol) or None (unknown)
 class Shapes:
     """Tensor name -> shape and element type, from one run of shape inference."""
 
-    dims: dict[str, Dims]
+    types_: dict[str, onnx.TypeProto]                              # as inferred, read on demand
     types: dict[str, int]                                          # onnx.TensorProto element types
     batch: frozenset[str] = frozenset()                            # the batch symbols
     symbolic: dict[str, tuple[str, ...]] = field(default_factory=dict)  # input -> its other symbolic dims
     label: str = "the model"
+    _dims: dict[str, Dims | None] = field(default_factory=dict, repr=False, compare=False)  # read so far
 
     def float_dtype(self, name: str) -> torch.dtype | None:
         """The torch dtype of a float16/32/64 tensor; None for any other or an unknown type."""
@@ -47,7 +48,11 @@ class Shapes:
 
     def of(self, name: str) -> Dims | None:
         """The shape (None when even the rank is unknown)."""
-        return self.dims.get(name)
+        if name not in self._dims:
+            tp = self.types_.get(name)
+            self._dims[name] = tp if isinstance(tp, tuple) else (_dims(tp) if tp is not None else None)
+        return self._dims[name]
+
 
     def rank(self, name: str) -> int | None:
         shape = self.of(name)
@@ -124,8 +129,8 @@ def infer(skeleton: onnx.ModelProto, data_inputs: Sequence[str], input_shapes: M
                 batch.add(name)
             else:
                 symbolic.setdefault(inp.name, []).append(name)
-    dims, types = _run(model)
-    return Shapes(dims, types, frozenset(batch), {k: tuple(v) for k, v in symbolic.items()}, label)
+    protos, types = _run(model)
+    return Shapes(protos, types, frozenset(batch), {k: tuple(v) for k, v in symbolic.items()}, label)
 
 
 def _checked(inputs, given: dict, label: str) -> dict[str, list[int]]:
@@ -149,26 +154,25 @@ def _checked(inputs, given: dict, label: str) -> dict[str, list[int]]:
 def _dims(tp: onnx.TypeProto) -> Dims | None:
     if not tp.HasField("tensor_type") or not tp.tensor_type.HasField("shape"):
         return None
-    return tuple(
-        d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else (d.dim_param or None)
-        for d in tp.tensor_type.shape.dim
-    )
+    out = []
+    for d in tp.tensor_type.shape.dim:
+        kind = d.WhichOneof("value")
+        out.append(d.dim_value if kind == "dim_value" and d.dim_value >= 0 else (d.dim_param if kind == "dim_param" else None))
+    return tuple(out)
 
 
-def _run(model: onnx.ModelProto) -> tuple[dict[str, Dims], dict[str, int]]:
+def _run(model: onnx.ModelProto) -> tuple[dict[str, onnx.TypeProto | Dims], dict[str, int]]:
     model = _inferred(model)
     if _reshape_ranks(model):  # a Reshape to a computed shape of known length: its rank, then all after it
         model = _inferred(model)
-    dims, types = {}, {}
+    protos, types = {}, {}
     for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
-        shape = _dims(vi.type)
-        if shape is not None:
-            dims[vi.name] = shape
-        if vi.type.HasField("tensor_type"):
-            types[vi.name] = vi.type.tensor_type.elem_type
+        tp = vi.type
+        protos[vi.name] = tp
+        types[vi.name] = tp.tensor_type.elem_type
     for t in model.graph.initializer:
-        dims[t.name], types[t.name] = tuple(t.dims), t.data_type
-    return dims, types
+        protos[t.name], types[t.name] = tuple(t.dims), t.data_type
+    return protos, types
 
 
 def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
