@@ -180,6 +180,14 @@ def whitening_after_depthwise(densify):
     return build
 
 
+def identity_beside_shared_output():
+    """Swish with beta = 1 as paddle2onnx writes it: y * sigmoid(1 * y). The Mul by 1 goes; the BN folds."""
+    g = Graph((2, 3, 6, 6))
+    y = g.bn(g.conv(g.x, 3, 4), 4)
+    y = g.op("Mul", [y, g.op("Sigmoid", [g.op("Mul", [y, g.const(np.array([1.0]))])])])
+    return Case(g.build(y), {"Conv": 1, "Sigmoid": 1, "Mul": 1}, {"conv-backward", "identity"})
+
+
 CASES = {
     "conv-bn": conv_bn,
     "conv-nobias-stride-bn": conv_no_bias_bn,
@@ -204,6 +212,7 @@ CASES = {
     "position-mixing-region-refused": position_mixing_region,
     "whitening-after-depthwise-refused": whitening_after_depthwise(False),
     "whitening-after-depthwise-densify": whitening_after_depthwise(True),
+    "identity-mul-beside-shared-output": identity_beside_shared_output,
 }
 
 
@@ -231,3 +240,35 @@ def test_site(name):
     named = [n for f in report.folded for n in f.norm.split(",")] + [n for s in report.skipped for n in s.norm.split(",")]
     assert len(named) == len(set(named))
     assert_equivalent(case.model, folded, feeds_for(case.model))
+
+
+def test_names_of_untouched_nodes_and_tensors_stay():
+    """Verification matches tensors by name: untouched nodes keep theirs, a layer that absorbed a norm
+    writes the norm's output name, and no name denotes other values than in the original."""
+    g = Graph((2, 3, 8, 8))
+    y = g.op("Relu", [g.bn(g.conv(g.x, 3, 8, name="conv"), 8, name="bn")], name="relu")
+    y = g.op("Add", [g.op("Mul", [y, g.const(g.randn(8, 1, 1))], name="scale"), g.const(g.randn(8, 1, 1))], name="shift")
+    model = g.build(g.conv(y, 8, 4, k=1, pads=0, name="head"))
+    for node in model.graph.node:
+        if node.name == "relu":
+            node.name = ""   # an unnamed node must stay unnamed
+    folded, report = normfold.fold_onnx(model)
+    nodes = {n.output[0]: n for n in folded.graph.node}
+    assert nodes["bn_out"].op_type == "Conv" and nodes["bn_out"].name == "conv"   # wrote the norm's output
+    assert nodes["relu_out"].name == "" and nodes["head_out"].name == "head"
+    assert "conv_out" not in nodes and "shift_out" not in nodes                  # pre-norm values are gone
+    assert [(f.norm, f.into, f.direction) for f in report.folded] == [
+        ("bn", "conv", "backward"), ("scale", "head", "forward"), ("shift", "head", "forward")]
+    feeds = feeds_for(model)
+    from ._oracle import run64
+
+    names = ["bn_out", "relu_out", "head_out"]
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    inferred = {vi.name: vi for vi in onnx.shape_inference.infer_shapes(model).graph.value_info}
+    probe.graph.output.extend(inferred[n] for n in names[:2])
+    folded_probe = onnx.ModelProto()
+    folded_probe.CopyFrom(folded)
+    folded_probe.graph.output.extend(inferred[n] for n in names[:2])
+    for a, b in zip(run64(probe, feeds), run64(folded_probe, feeds)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)   # float32 weights, same values

@@ -5,11 +5,12 @@ not an ONNX model, keeps tensors in external data files, or is larger than
 protobuf's 2 GB limit. Everything else is read into an onnx-ir model that is a
 copy: the caller's proto and file are never written.
 
-The copy is prepared so that constants look like constants: onnxscript's
-constant folder evaluates every node whose inputs are all constant (a Reshape
-or Cast of a stored tensor, a Shape of a static dim), and every ``Constant``
-node of the main graph becomes an initializer of the same name. Neither
-changes the value of any tensor the model computes from its inputs.
+The copy is prepared so that constants look like constants: every
+``Constant`` node of the main graph becomes an initializer of the same name,
+a reshape, cast or transpose of stored tensors is evaluated (numpy, exact),
+and, when anything else is left to fold (a node reading only constants, a
+Shape of static dims), onnxscript's constant folder runs. None of it changes
+the value of any tensor the model computes from its inputs.
 """
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import onnx
 import onnx_ir as ir
+from onnx import numpy_helper
 
 from ..errors import FoldError
 from .shapes import Shapes
@@ -71,6 +74,7 @@ def read(model: onnx.ModelProto | str | os.PathLike) -> Source:
     working.CopyFrom(proto)  # onnx-ir wraps the copy's tensors; the caller's proto stays untouched
     working.graph.ClearField("value_info")  # the pass has its own shapes; see keep_value_info
     _lift_constant_protos(working)
+    _fold_simple_protos(working)
     return Source(proto, label, working, _validated(working, label))
 
 
@@ -151,7 +155,7 @@ def working_copy(source: Source, declared: Callable[[], Shapes]) -> ir.Model:
         model = ir.serde.deserialize_model(source.working)
     except Exception as exc:
         raise FoldError(f"{source.label} is not a valid ONNX model: {type(exc).__name__}: {_first_line(exc)}") from None
-    if _foldable(source.working.graph):
+    if _foldable(source.working.graph, declared):
         _annotate(model.graph, declared())
         _fold_constants(model)
         _lift_constants(model.graph)
@@ -211,14 +215,88 @@ def _lift_constants(graph: ir.Graph) -> None:
     graph.remove(lifted)
 
 
-def _foldable(graph: onnx.GraphProto) -> bool:
-    """Whether the constant folder has anything to do: a node reading only constants, or a Shape/Size."""
+def _foldable(graph: onnx.GraphProto, declared: Callable[[], Shapes]) -> bool:
+    """Whether onnxscript's constant folder has anything to do: a node reading only constants, or a
+    Shape/Size of static dims."""
     consts = {t.name for t in graph.initializer}
     consts |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
-    return any(
-        n.op_type in ("Shape", "Size") or (n.op_type != "Constant" and all(i in consts for i in n.input if i))
-        for n in graph.node
-    )
+    if any(n.op_type not in ("Constant", "Shape", "Size") and all(i in consts for i in n.input if i)
+           for n in graph.node):
+        return True
+    for n in graph.node:
+        if n.op_type in ("Shape", "Size"):
+            dims = declared().of(n.input[0])
+            if dims is not None:
+                a = {x.name: x.i for x in n.attribute}
+                picked = dims if n.op_type == "Size" else dims[a.get("start", 0):a.get("end", len(dims))]
+                if all(isinstance(d, int) for d in picked):
+                    return True
+    return False
+
+
+# ops on stored tensors that are exact in numpy and common in exported graphs (a bias reshaped
+# for broadcasting, a cast): folded on the proto, which spares the general folder most files
+_SIMPLE = ("Reshape", "Cast", "Unsqueeze", "Squeeze", "Transpose", "Identity", "Flatten")
+
+
+def _fold_simple_protos(model: onnx.ModelProto) -> None:
+    """Each main-graph node of ``_SIMPLE`` reading only initializers -> an initializer of its output."""
+    g = model.graph
+    if model.ir_version < 4:
+        return
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    outputs = {o.name for o in g.output}
+    consts = {t.name: t for t in g.initializer}
+    keep = []
+    for node in g.node:
+        ins = [i for i in node.input if i]
+        if (node.op_type in _SIMPLE and node.domain in ("", "ai.onnx") and ins and all(i in consts for i in ins)
+                and len(node.output) == 1 and node.output[0] not in outputs):
+            value = _evaluate(node, [numpy_helper.to_array(consts[i]) for i in node.input if i], opset)
+            if value is not None:
+                t = numpy_helper.from_array(value, node.output[0])
+                g.initializer.append(t)
+                consts[t.name] = t
+                continue
+        keep.append(node)
+    if len(keep) != len(g.node):
+        del g.node[:]
+        g.node.extend(keep)
+
+
+def _evaluate(node: onnx.NodeProto, args: list[np.ndarray], opset: int) -> np.ndarray | None:
+    a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+    x = args[0]
+    op = node.op_type
+    if op == "Identity":
+        return x
+    if op == "Cast":
+        target = onnx.helper.tensor_dtype_to_np_dtype(a["to"]) if a.get("to") in _NUMERIC else None
+        return None if target is None or x.dtype.kind not in "biuf" else x.astype(target)
+    if op == "Reshape":
+        shape = [int(d) for d in args[1]]
+        if not a.get("allowzero", 0):
+            shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
+        return x.reshape(shape)
+    if op == "Transpose":
+        return np.transpose(x, a.get("perm"))
+    if op == "Flatten":
+        axis = a.get("axis", 1) % max(x.ndim, 1) if a.get("axis", 1) < 0 else a.get("axis", 1)
+        return x.reshape(int(np.prod(x.shape[:axis])), -1)
+    axes = [int(v) for v in args[1]] if opset >= 13 and len(args) > 1 else a.get("axes")
+    if op == "Squeeze":
+        return np.squeeze(x, axis=None if axes is None else tuple(axes))
+    if axes is None:
+        return None
+    rank = x.ndim + len(axes)
+    for axis in sorted(v % rank for v in axes):
+        x = np.expand_dims(x, axis)
+    return x
+
+
+_NUMERIC = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8,
+            onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT8,
+            onnx.TensorProto.BOOL}
 
 
 def _fold_constants(model: ir.Model) -> None:
