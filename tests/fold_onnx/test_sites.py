@@ -163,7 +163,7 @@ def position_mixing_region():
     y = g.op("MatMul", [y, g.const(g.randn(16, 16))])
     y = g.op("Reshape", [y, g.const(np.array([2, 4, 4, 4]), cast=False)])
     return Case(g.build(y), {"Conv": 1, "Reshape": 2, "MatMul": 1},
-                skipped=("it is not the same channel map at every position",))
+                skipped=("not the same channel map at every position",))
 
 
 def whitening_after_depthwise(densify):

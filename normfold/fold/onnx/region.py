@@ -13,10 +13,10 @@ channel map when
 The region is evaluated here in float64 (numpy, with the ONNX semantics of
 those ops; no runtime), on probes of its real input shape:
 
-* ``x = 0`` gives ``c`` at every position; it must be the same at all of them.
 * ``x = e_j`` at one position ``p_j`` (a different position for each j, as many
-  per evaluation as there are positions) gives column ``A[:, j] = f(x)[:, p_j] - c``.
-  Zeros stay exactly zero, so a block-diagonal A comes out block-diagonal.
+  per evaluation as there are positions) gives column ``A[:, j] = f(x)[:, p_j] - c``,
+  where ``c`` is ``f(x)`` at the positions where ``x = 0`` (the same at all of
+  them). Zeros stay exactly zero, so a block-diagonal A comes out block-diagonal.
 * a random ``x`` (every position different) must satisfy the equation above at
   every position, to 1e-9 of its scale. A region that mixes positions (a
   transpose of H and W, a matmul over W), differs between positions, or reads
@@ -91,22 +91,26 @@ def _probe(run, shape: tuple[int, ...], a: np.ndarray | None, c: np.ndarray | No
         return _columns(y)
 
     if a is None:
-        zero = f(np.zeros(shape))
-        if isinstance(zero, str):
-            return zero
+        # columns j at positions j, zeros elsewhere: the zero positions give c (all of them the same),
+        # in the same evaluation when there are more positions than channels
+        starts = list(range(0, channels, positions))
+        cols = []
+        for start in starts if positions > channels else [None, *starts]:
+            x = np.zeros((channels, positions))
+            if start is not None:
+                count = min(positions, channels - start)
+                x[np.arange(start, start + count), np.arange(count)] = 1.0
+            y = f(_tensor(x, shape))
+            if isinstance(y, str):
+                return y
+            cols.append(y)
+        zero = cols[0][:, channels:] if positions > channels else cols.pop(0)
         c = zero[:, 0].copy()
         spread = np.abs(zero - c[:, None]).max()
         if not np.isfinite(zero).all() or spread > TOLERANCE * max(1.0, np.abs(c).max()):
             return f"its offset differs between positions (by {spread:.3g}): not the same channel map at every position"
-        a = np.empty((channels, channels))
-        for start in range(0, channels, positions):
-            count = min(positions, channels - start)
-            x = np.zeros((channels, positions))
-            x[np.arange(start, start + count), np.arange(count)] = 1.0
-            y = f(_tensor(x, shape))
-            if isinstance(y, str):
-                return y
-            a[:, start:start + count] = y[:, :count] - c[:, None]
+        a = np.concatenate([y[:, :min(positions, channels - start)] for y, start in zip(cols, starts)], axis=1)
+        a -= c[:, None]
 
     x = _random(channels, positions)
     y = f(_tensor(x, shape))
