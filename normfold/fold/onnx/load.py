@@ -27,6 +27,7 @@ import onnx_ir as ir
 from onnx import numpy_helper
 
 from ..errors import FoldError
+from . import layout
 from .shapes import Shapes
 
 MAX_BYTES = 2**31 - 1  # protobuf cannot read or write a message beyond 2 GB
@@ -236,7 +237,7 @@ def _foldable(graph: onnx.GraphProto, declared: Callable[[], Shapes]) -> bool:
 
 # ops on stored tensors that are exact in numpy and common in exported graphs (a bias reshaped
 # for broadcasting, a cast): folded on the proto, which spares the general folder most files
-_SIMPLE = ("Reshape", "Cast", "Unsqueeze", "Squeeze", "Transpose", "Identity", "Flatten")
+_SIMPLE = ("Cast", *layout.OPS)
 
 
 def _fold_simple_protos(model: onnx.ModelProto) -> None:
@@ -265,33 +266,16 @@ def _fold_simple_protos(model: onnx.ModelProto) -> None:
 
 
 def _evaluate(node: onnx.NodeProto, args: list[np.ndarray], opset: int) -> np.ndarray | None:
-    a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
-    x = args[0]
-    op = node.op_type
-    if op == "Identity":
-        return x
-    if op == "Cast":
-        target = onnx.helper.tensor_dtype_to_np_dtype(a["to"]) if a.get("to") in _NUMERIC else None
-        return None if target is None or x.dtype.kind not in "biuf" else x.astype(target)
-    if op == "Reshape":
-        shape = [int(d) for d in args[1]]
-        if not a.get("allowzero", 0):
-            shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]
-        return x.reshape(shape)
-    if op == "Transpose":
-        return np.transpose(x, a.get("perm"))
-    if op == "Flatten":
-        axis = a.get("axis", 1) % max(x.ndim, 1) if a.get("axis", 1) < 0 else a.get("axis", 1)
-        return x.reshape(int(np.prod(x.shape[:axis])), -1)
-    axes = [int(v) for v in args[1]] if opset >= 13 and len(args) > 1 else a.get("axes")
-    if op == "Squeeze":
-        return np.squeeze(x, axis=None if axes is None else tuple(axes))
-    if axes is None:
+    attrs = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+    if node.op_type == "Cast":
+        x, to = args[0], attrs.get("to")
+        if to not in _NUMERIC or x.dtype.kind not in "biuf":
+            return None
+        return x.astype(onnx.helper.tensor_dtype_to_np_dtype(to))
+    if node.op_type == "Unsqueeze" and opset < 13 and "axes" not in attrs:
         return None
-    rank = x.ndim + len(axes)
-    for axis in sorted(v % rank for v in axes):
-        x = np.expand_dims(x, axis)
-    return x
+    version = 13 if opset >= 13 else 1  # Squeeze/Unsqueeze: axes an input from 13 (the others ignore it)
+    return layout.apply(node.op_type, args[0], args[1:], attrs, version)
 
 
 _NUMERIC = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8,

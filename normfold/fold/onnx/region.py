@@ -37,10 +37,11 @@ import onnx_ir as ir
 import torch
 
 from ..algebra import ChannelMap
+from . import layout
 from .graph import attr, constant
 
 TOLERANCE = 1e-9
-LAYOUT_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity")
+LAYOUT_OPS = layout.OPS
 ELEMENTWISE_OPS = ("Add", "Sub", "Mul", "Div")
 REGION_OPS = (*LAYOUT_OPS, *ELEMENTWISE_OPS, "MatMul", "BatchNormalization")
 
@@ -179,35 +180,9 @@ def _step(node: ir.Node, version: int | None) -> Callable[[np.ndarray], np.ndarr
         data = 0 if consts[0] is None else 1
         w = np.asarray(consts[1 - data], dtype=np.float64)
         return (lambda x: np.matmul(x, w)) if data == 0 else (lambda x: np.matmul(w, x))
-    if op == "Identity":
-        return lambda x: x
-    if op == "Reshape":
-        target = [int(d) for d in consts[1]]
-        allowzero = attr(node, "allowzero", 0)
-
-        def reshape(x):
-            return x.reshape(target if allowzero else [x.shape[i] if d == 0 else d for i, d in enumerate(target)])
-        return reshape
-    if op == "Transpose":
-        perm = attr(node, "perm", None)
-        return lambda x: np.transpose(x, perm)  # None: reversed, as in ONNX
-    if op in ("Squeeze", "Unsqueeze"):
-        if version is not None and version >= 13:
-            axes = None if len(ins) < 2 or ins[1] is None else [int(a) for a in consts[1]]
-        else:
-            axes = attr(node, "axes", None)
-        if op == "Squeeze":
-            return lambda x: np.squeeze(x, axis=None if axes is None else tuple(axes))
-
-        def unsqueeze(x):
-            rank = x.ndim + len(axes)
-            for a in sorted(a % rank for a in axes):
-                x = np.expand_dims(x, a)
-            return x
-        return unsqueeze
-    if op == "Flatten":
-        axis = attr(node, "axis", 1)
-        return lambda x: x.reshape(math.prod(x.shape[:axis % x.ndim if axis < 0 else axis]), -1)
+    if op in layout.OPS:
+        attrs = {name: a.value for name, a in node.attributes.items()}
+        return lambda x: layout.apply(op, x, consts[1:], attrs, version)
     if op == "BatchNormalization":
         scale, bias, mean, var = (np.asarray(k, dtype=np.float64).reshape(-1) for k in consts[1:5])
         eps = float(np.float32(attr(node, "epsilon", 1e-5)))
