@@ -227,7 +227,19 @@ def markdown(results: list[dict], meta: dict) -> str:
         lines.append(f"| {r['name']} | {'yes' if v['normfold_right'] else 'NO'} | "
                      f"{'yes' if v['nodes_le_best_right_peer'] else 'no'} | "
                      f"{'yes' if v['norm_ops_le_best_right_peer'] else 'no'} | {wall} | {cpu} |")
-    lines += ["", "## Files", ""]
+    lines += ["", "## Reading the table", "",
+              "- *norm ops* are BatchNormalization + Mul + Add + Sub + Div. normfold folds norms (and removes "
+              "exact identities such as a Mul by 1); it does not rewrite other patterns. Where a peer leaves "
+              "fewer *nodes* but not fewer norm ops, the difference is such a pattern: in PaddleOCR's "
+              "classifier, onnxslim and onnxruntime replace the dynamic flatten (Shape, Cast, Slice, Cast, "
+              "Concat feeding a Reshape) by a constant shape and drop the final Identity.",
+              "- On the whitening exports (iternorm, zca, decorr) the peers leave every Sub/Reshape/MatMul/"
+              "Mul/Add in place, so their time is that of a pass that changes nothing; normfold's includes "
+              "probing each region in float64 and folding a C x C matrix into each conv weight.",
+              "- The trap: onnxslim folds the (16,) constant as a per-channel scale although it scales the "
+              "width; its output is wrong by 10^4 times the float32 budget. normfold reports the site as "
+              "skipped: the map acts on axis 3, not the channel axis.",
+              "", "## Files", ""]
     for r in results:
         extra = "; normfold given input_shapes (evidence only)" if r["normfold_input_shapes"] else ""
         lines.append(f"- **{r['name']}**: {r['kind']}; input {r['input_shape']}{extra}")
