@@ -89,21 +89,22 @@ def elementwise(node: ir.Node, data: int, shapes: Shapes) -> AxisMap | str:
     if len(varying) > 1:
         return (f"its constant of shape {list(k.shape)} varies along axes {', '.join(map(str, varying))} "
                 f"of its {list(shape)} input: not a map over one axis")
-    values = torch.from_numpy(k.reshape(-1).copy())
+    values = k.reshape(-1)
     a, c = _affine(node.op_type, data, values)
-    if not bool(torch.isfinite(a).all()):
-        i = int(torch.nonzero(~torch.isfinite(a)).flatten()[0])
+    if not np.isfinite(a).all():
+        i = int(np.flatnonzero(~np.isfinite(a))[0])
         return f"it divides by {float(values[i]):.4g} (element {i} of its constant)"
-    return AxisMap(ChannelMap.of(a, c), varying[0] if varying else None)
+    return AxisMap(ChannelMap.of(torch.from_numpy(a), torch.from_numpy(c)), varying[0] if varying else None)
 
 
-def _affine(op: str, data: int, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    one, zero = torch.ones_like(k), torch.zeros_like(k)
+def _affine(op: str, data: int, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(A, c) as float64 arrays (numpy: a handful of tiny vectors, where torch's per-op cost dominates)."""
+    one, zero = np.ones_like(k), np.zeros_like(k)
     if op == "Add":
-        return one, k
+        return one, k.copy()
     if op == "Sub":
-        return (one, -k) if data == 0 else (-one, k)
+        return (one, -k) if data == 0 else (-one, k.copy())
     if op == "Mul":
-        return k, zero
+        return k.copy(), zero
     with np.errstate(divide="ignore"):
-        return torch.where(k == 0, torch.full_like(k, float("inf")), 1.0 / k), zero  # Div: x / k
+        return np.where(k == 0, np.inf, 1.0 / np.where(k == 0, 1.0, k)), zero  # Div: x / k
