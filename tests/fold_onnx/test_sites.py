@@ -129,7 +129,7 @@ def affine_before_matmul():
 
 def _whitening(g, x, c, groups):
     """x - mu, reshape into groups, W_g @ x_g, reshape back, scale, shift: a whitening layer's export."""
-    n, h, w = 2, 4, 4
+    h, w = 4, 4
     y = g.op("Sub", [x, g.const(g.randn(1, c, 1, 1))])
     y = g.op("Reshape", [y, g.const(np.array([-1, groups, c // groups, h * w]), cast=False)])
     y = g.op("MatMul", [g.const(g.randn(1, groups, c // groups, c // groups, scale=0.5)), y])

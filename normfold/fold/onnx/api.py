@@ -7,8 +7,9 @@ Contract (the CLI and verify rely on it):
 * ``report.front_end == "onnx"``. Every norm-like site (each BatchNormalization,
   each Add/Sub/Mul/Div with one constant operand, each channel-mixing region)
   appears once: in ``report.folded`` (``norm``: the site's node name(s), joined by
-  ","; ``into``: the Conv/ConvTranspose/Gemm/MatMul node) or in ``report.skipped``
-  with the reason.
+  ","; ``into``: the Conv/ConvTranspose/Gemm/MatMul node, or ``""`` with
+  ``rule == "identity"`` for a chain whose map is exactly y = x, removed) or in
+  ``report.skipped`` with the reason.
 * Nodes that are not rewritten keep their names and output tensor names; a
   tensor whose values change gets a new name. The folded graph can be compared
   with the original tensor by tensor.
@@ -20,7 +21,8 @@ Contract (the CLI and verify rely on it):
 
 Layout: ``load`` (read, refuse, working IR copy), ``shapes`` (static shapes as
 evidence), ``sites`` with ``norms`` and ``region`` (what each site computes),
-``rules/`` (one fold per file), ``fold`` (the pass).
+``layout`` (the layout ops in numpy), ``maps`` (a channel map on an axis), ``graph``
+(what every part asks of the IR), ``rules/`` (one fold per file), ``fold`` (the pass).
 """
 from __future__ import annotations
 

@@ -43,7 +43,6 @@ from .graph import attr, constant
 TOLERANCE = 1e-9
 LAYOUT_OPS = layout.OPS
 ELEMENTWISE_OPS = ("Add", "Sub", "Mul", "Div")
-REGION_OPS = (*LAYOUT_OPS, *ELEMENTWISE_OPS, "MatMul", "BatchNormalization")
 
 
 def extract(nodes: tuple[ir.Node, ...], shapes: list[tuple[int, ...]], versions: dict[ir.Node, int]) -> ChannelMap | str:
