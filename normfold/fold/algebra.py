@@ -65,6 +65,8 @@ class ChannelMap:
         if self.diagonal and after.diagonal:
             return ChannelMap(after.a * self.a, after.a * self.c + after.c)
         a2 = after.matrix()
+        if self.diagonal:  # A2 diag(a1): scale the columns (the same sums, without the zeros)
+            return ChannelMap(a2 * self.a, a2 @ self.c + after.c)
         return ChannelMap(a2 @ self.matrix(), a2 @ self.c + after.c)
 
     def is_block_diagonal(self, groups: int) -> bool:
