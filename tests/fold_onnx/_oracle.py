@@ -1,8 +1,8 @@
-"""An independent float64 evaluation of an ONNX graph, and the equivalence check of the tests.
+"""The equivalence check of the ONNX fold tests (and scripts/onnx_peers.py).
 
-The oracle is the *original* graph evaluated in float64 by onnx's reference
-evaluator (ConvTranspose by torch's own conv_transpose in float64: the
-reference implementation rejects groups > 1). A folded graph passes when its
+The oracle is the *original* graph evaluated in float64 by normfold.verify's
+ONNX oracle (onnx.reference on a float64 copy; its own ConvTranspose for
+groups > 1): code the fold pass does not share. A folded graph passes when its
 float32 onnxruntime (CPU) output is at most K times as far from the oracle as
 the original's own float32 onnxruntime output, plus a floor of a few float32
 ulps of the output scale: the rule of tests/conftest.py.
@@ -11,63 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import torch
-import torch.nn.functional as F
-from onnx import numpy_helper
-from onnx.reference import ReferenceEvaluator
-from onnx.reference.op_run import OpRun
+
+from normfold.verify.float64_graph import Float64Graph
 
 from ..conftest import FLOOR_ULPS, K
 
-FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE)
-
-
-class ConvTranspose(OpRun):
-    """ConvTranspose in float64 by torch (the evaluator takes an op's implementation by class name)."""
-
-    op_domain = ""
-
-    def _run(self, x, w, b=None, auto_pad=None, dilations=None, group=None, kernel_shape=None,
-             output_padding=None, output_shape=None, pads=None, strides=None):
-        dims = x.ndim - 2
-        if output_shape is not None or (auto_pad not in (None, "NOTSET", b"NOTSET")):
-            raise NotImplementedError("the test oracle takes explicit pads only")
-        pads = list(pads or [0] * 2 * dims)
-        if pads[:dims] != pads[dims:]:
-            raise NotImplementedError("the test oracle takes symmetric pads only")
-        fn = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[dims]
-        y = fn(torch.from_numpy(np.array(x, np.float64)), torch.from_numpy(np.array(w, np.float64)),
-               None if b is None else torch.from_numpy(np.array(b, np.float64)),
-               stride=list(strides or [1] * dims), padding=pads[:dims],
-               output_padding=list(output_padding or [0] * dims), groups=group or 1,
-               dilation=list(dilations or [1] * dims))
-        return (y.numpy(),)
-
-
-def float64_model(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy computing in float64: float tensors, declared types and Cast targets widened."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    g = out.graph
-    for t in g.initializer:
-        if t.data_type in FLOATS:
-            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name))
-    for node in g.node:
-        for a in node.attribute:
-            if a.type == onnx.AttributeProto.TENSOR and a.t.data_type in FLOATS:
-                a.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(a.t).astype(np.float64), a.t.name))
-            if node.op_type == "Cast" and a.name == "to" and a.i in FLOATS:
-                a.i = onnx.TensorProto.DOUBLE
-    for vi in [*g.input, *g.output]:
-        if vi.type.tensor_type.elem_type in FLOATS:
-            vi.type.tensor_type.elem_type = onnx.TensorProto.DOUBLE
-    del g.value_info[:]
-    return out
-
 
 def run64(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    ref = ReferenceEvaluator(float64_model(model), new_ops=[ConvTranspose])
-    return [np.asarray(y, np.float64) for y in ref.run(None, {k: v.astype(np.float64) for k, v in feeds.items()})]
+    graph = Float64Graph(model)
+    return graph.run([feeds[name] for name in graph.input_names])
 
 
 def run32(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
