@@ -164,3 +164,34 @@ def test_a_model_with_bad_example_inputs_still_fails_loudly():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             normfold.fold(MetaArch().eval(), ([{"img": torch.randn(3, 8, 8)}],))
+
+
+@pytest.mark.parametrize("factory", ["detect", "classify"])
+def test_ultralytics_parts_keep_the_attributes_its_layer_loop_reads(factory):
+    """YOLOv8's forward loops over its layers reading each one's ``f`` and ``i``: a folded part must keep them."""
+    from ..onnx_cli import yolo
+
+    model = getattr(yolo, factory)()
+    x = torch.randn(yolo.SHAPE, generator=torch.Generator().manual_seed(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = normfold.fold(model, x)
+    assert "" in result.report.untraced
+    norms = {n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert {f.norm for f in result.report.folded} == norms and not result.report.skipped
+    for original, folded in zip(model.model, result.model.model):
+        assert (folded.f, folded.i) == (original.f, original.i)
+    oracle, e32, got = (_leaves(m, x, dtype) for m, dtype in
+                        ((model, torch.float64), (model, torch.float32), (result.model, torch.float32)))
+    assert len(got) == len(oracle) > 0
+    for o, r, f in zip(oracle, e32, got):
+        allowed = K * np.abs(r - o).max() + FLOOR_ULPS * np.finfo(np.float32).eps * np.abs(o).max()
+        assert np.abs(f - o).max() <= allowed
+
+
+def _leaves(model, x, dtype):
+    from torch.utils._pytree import tree_leaves
+
+    m = copy.deepcopy(model).to(dtype)
+    with torch.no_grad():
+        return [t.double().numpy() for t in tree_leaves(m(x.to(dtype))) if isinstance(t, torch.Tensor)]

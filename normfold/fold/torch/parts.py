@@ -15,14 +15,16 @@ backbone, FPN and heads trace fine. So:
    called itself (a ModuleList) is visited in turn.
 
 The result is the same module with its traceable parts folded; everything
-else stays as it is.
+else stays as it is. A folded part keeps the plain attributes its parent may
+read (Ultralytics' model loop reads each layer's ``f`` and ``i``).
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-from torch import nn
+from torch import fx, nn
+from torch.fx.graph_module import _USER_PRESERVED_ATTRIBUTES_KEY
 
 from ...nn.affine import is_norm
 from ..errors import FoldError
@@ -126,4 +128,19 @@ def _visit(module: nn.Module, prefix: str, report: FoldReport, options: Options,
         report.skipped += local.skipped
         report.untraced.update(local.untraced)
         if folded is not child:
+            _keep_attributes(child, folded)
             setattr(module, name, folded)
+
+
+def _keep_attributes(original: nn.Module, folded: fx.GraphModule) -> None:
+    """Give ``folded`` ``original``'s plain public attributes that it lacks (not submodules or tensors).
+
+    Registered as torch.fx's user-preserved attributes, so they survive a
+    deepcopy of the graph module too.
+    """
+    own = vars(folded)
+    kept = {k: v for k, v in vars(original).items()
+            if not k.startswith("_") and k not in own and not hasattr(type(folded), k)}
+    for key, value in kept.items():
+        setattr(folded, key, value)
+    folded.meta.setdefault(_USER_PRESERVED_ATTRIBUTES_KEY, {}).update(kept)
