@@ -258,29 +258,20 @@ def _load_factory(spec: str) -> nn.Module:
 def user_code(fn: Callable[[], T], what: str) -> T:
     """``fn()``, the user's code: what it raises, or a ``sys.exit()`` in it, becomes one UsageError line
     naming ``what``, the error's key line and where in the user's code it happened."""
+    from normfold.fold.torch.trace import failing_call
+
     try:
         return fn()
     except SystemExit as exc:
         raise UsageError(f"{what} called sys.exit({'' if exc.code is None else repr(exc.code)})") from None
     except Exception as exc:
-        where = _user_frame(exc)
+        where = failing_call(exc, _NOT_USER)
         raise UsageError(f"{what} raised {type(exc).__name__}: {key_line(str(exc))}"
                          + (f" (at {where})" if where else "")) from exc
 
 
-_NOT_USER = (os.path.dirname(torch.__file__) + os.sep,                                  # torch
-             os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep, "<")    # normfold, <frozen ...>
-
-
-def _user_frame(exc: BaseException) -> str:
-    """'file:line in fn: source' of the innermost frame in neither torch nor normfold."""
-    import traceback
-
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_NOT_USER)]
-    if not frames:
-        return ""
-    f = frames[-1]
-    return f"{os.path.basename(f.filename)}:{f.lineno} in {f.name}: {(f.line or '').strip()}"
+_NOT_USER = (os.path.dirname(torch.__file__),                                            # torch
+             os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep, "<")   # normfold, <frozen ...>
 
 
 # Multi-line messages whose first line is advice and whose problem is named further down.

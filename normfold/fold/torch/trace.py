@@ -146,9 +146,9 @@ def bind_call(module: nn.Module, args: tuple, kwargs: dict | None = None) -> dic
     return dict(bound.arguments)
 
 
-def failing_call(exc: BaseException) -> str:
-    """'file:line in fn: source' of the innermost frame outside torch, or ''."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_TORCH_DIR)]
+def failing_call(exc: BaseException, outside: tuple[str, ...] = (_TORCH_DIR,)) -> str:
+    """'file:line in fn: source' of the innermost frame outside torch (outside every path in ``outside``), or ''."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(outside)]
     if not frames:
         return ""
     f = frames[-1]
