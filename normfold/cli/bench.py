@@ -44,6 +44,7 @@ from ._common import (
     write_json_atomic,
 )
 
+
 def _name_list(choices: tuple[str, ...]):
     def parse(text: str) -> tuple[str, ...]:
         names = tuple(p.strip() for p in text.split(",") if p.strip())

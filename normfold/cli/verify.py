@@ -41,6 +41,7 @@ from ._common import (
     output,
     positive_floats,
     positive_ints,
+    user_code,
     write_json_atomic,
 )
 
@@ -215,9 +216,5 @@ def _inputs(args, sig):
 def _model_accepts(model, x) -> None:
     import torch
 
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UsageError(f"the model rejects inputs of shape {list(x.shape)}: {type(exc).__name__}: {first}") from exc
+    with torch.no_grad():
+        user_code(lambda: model(x[:1]), f"the model rejects inputs of shape {list(x.shape)}: its forward")

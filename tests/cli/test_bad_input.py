@@ -44,6 +44,19 @@ def _copy(src, dst):
     return make
 
 
+def _broken_bn_onnx(d):
+    """in.onnx with running variance -0.5 in channel 1 of its BatchNormalization: the graph outputs NaN."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(d / "in.onnx"))
+    var = next(i for i in proto.graph.initializer if i.name == "var")
+    values = numpy_helper.to_array(var).copy()
+    values[1] = -0.5
+    var.CopyFrom(numpy_helper.from_array(values, "var"))
+    onnx.save(proto, str(d / "broken.onnx"))
+
+
 def _out_link_to_model_file(d):
     (d / "o").mkdir()
     os.symlink(d / "user.py", d / "o" / "model.onnx")
@@ -105,6 +118,10 @@ LATE = {
     "run-json-under-a-file": (["run", *T, "--out", "o", "--json", "user.py/r.json"], None, "is not a directory"),
     "run-out-is-a-file": (["run", *T, "--out", "user.py"], None, "is not a directory"),
     "run-out-unwritable": (["run", *T, "--out", "/proc/normfold-out"], None, "cannot be written"),
+    "run-onnx-json-is-a-directory": (["run", "in.onnx", "--out", "o", "--json", "jdir"], _mkdir("jdir"),
+                                     "--json jdir is a directory"),
+    "verify-onnx-json-missing-directory": (["verify", "in.onnx", "in.onnx", "--json", "nodir/r.json"], None,
+                                           "--json nodir/r.json: directory nodir does not exist"),
     "inspect-json-is-a-directory": (["inspect", *T, "--json", "jdir"], _mkdir("jdir"), "--json jdir is a directory"),
     "verify-json-unwritable": (["verify", "user.py:tiny", "in.onnx", "--json", "/proc/normfold.json"], None,
                                "cannot be written"),
@@ -138,6 +155,8 @@ ONE_LINE = {
     "verify-mean-inf": (["verify", "user.py:tiny", "in.onnx", "--mean", "inf"], None,
                         "argument --mean: expected comma-separated finite numbers, got 'inf'"),
     "verify-uniform-nan": (["verify", "user.py:tiny", "in.onnx", "--uniform", "0,nan"], None, "argument --uniform"),
+    "run-onnx-input-shape-too-large": (["run", "in.onnx", "--input-shape", "1000000000,3,8,8", "--out", "o"], None,
+                                       "the input of in.onnx of shape 1000000000,3,8,8 needs"),
     "inspect-zero-batch": (["inspect", "user.py:tiny", "--input-shape", "0,3,8,8"], None, "argument --input-shape"),
     "run-exporter-cannot-export": (["run", "user.py:branch", "--input-shape", "1,3,8,8", "--out", "o"], None,
                                    "torch.onnx.export failed for Net: GuardOnDataDependentSymNode"),
@@ -160,6 +179,10 @@ STATISTICS = {
                         "bn (BatchNorm2d) has broken statistics: running_var[2] = nan"),
     "verify-nan-var": (["verify", "user.py:nan_var", "in.onnx", "--json", "r.json"], None,
                        "bn (BatchNorm2d) has broken statistics: running_var[2] = nan"),
+    "run-onnx-broken-batch-norm": (["run", "broken.onnx", "--out", "o"], _broken_bn_onnx,
+                                   "broken.onnx's output 'y' holds 64 NaN or infinite values (of 256)"),
+    "verify-onnx-broken-batch-norm": (["verify", "broken.onnx", "in.onnx"], _broken_bn_onnx,
+                                      "broken.onnx's output 'y' holds 64 NaN or infinite values"),
     "bench-negative-var": (["bench", "user.py:negative_var", "--input-shape", "1,3,8,8", "--export-dir", ".",
                             *QUICK_BENCH], None, "bn (BatchNorm2d) has broken statistics: running_var[1] = -0.5"),
 }
@@ -170,6 +193,8 @@ MESSAGES = {
     "factory-exits": (["run", "user.py:exits", "--out", "o"], None, "user.py:exits() called sys.exit(3)"),
     "forward-exits": (["run", "user.py:forward_exits", "--input-shape", "1,3,8,8", "--out", "o"], None,
                       "the model rejects input shape 1,3,8,8: its forward called sys.exit(0)"),
+    "verify-forward-exits": (["verify", "user.py:forward_exits", "in.onnx"], None,
+                             "the model rejects inputs of shape [3, 3, 8, 8]: its forward called sys.exit(0)"),
     "refused-pickle": (["run", "user.py:refused_pickle", "--out", "o"], None,
                        "user.py:refused_pickle() raised UnpicklingError: Unsupported global: GLOBAL "
                        "tests.cli._workspace.Opaque was not an allowed global by default (torch.load with "
