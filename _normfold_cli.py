@@ -8,7 +8,8 @@ importing, ends the same way: ``finally`` blocks and normfold.atomic remove
 what was half written (a staging directory, a temporary file; earlier outputs
 stay as they were), stderr gets one line, ``normfold: interrupted (SIGTERM)``,
 and the exit code is 128 + the signal number, as a shell reports a process
-killed by it: 130 for Ctrl-C, 143 for SIGTERM.
+killed by it: 130 for Ctrl-C, 143 for SIGTERM. Output piped into a reader
+that stops early (``normfold zoo | head -1``) ends quietly with 141 (SIGPIPE).
 
 A second signal while the first unwinds gets its default action (the process
 ends at once): an impatient user is never stuck waiting for the cleanup.
@@ -19,6 +20,7 @@ imports torch.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         signum = getattr(exc, "signum", signal.SIGINT)
         print(f"normfold: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
         return 128 + signum
+    except BrokenPipeError:   # `normfold zoo | head`: the reader has gone, there is no one to tell
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit's flush
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

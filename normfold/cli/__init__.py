@@ -2,7 +2,8 @@
 
 Each subcommand returns an exit code: 0 success, 1 a check failed, 2 bad input
 (one line on stderr, nothing written). The console script exits 130 on Ctrl-C
-and 143 on SIGTERM, after removing what it was writing (see _normfold_cli.py).
+and 143 on SIGTERM, after removing what it was writing, and 141 when the reader of its
+output has gone (see _normfold_cli.py).
 """
 from __future__ import annotations
 

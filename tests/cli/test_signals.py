@@ -76,3 +76,12 @@ def test_ctrl_c_while_torch_imports_is_one_line(tmp_path):
     assert code == 130
     assert err == ["normfold: interrupted (SIGINT)"]
     assert snapshot(d) == before and not (d / "factory-called").exists()
+
+
+def test_output_into_a_reader_that_has_gone_ends_quietly(tmp_path):
+    """`normfold zoo | head -0`: the pipe's reader is closed before the command prints (it is still importing)."""
+    proc = subprocess.Popen([str(EXE), "zoo"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=POLL_LIMIT_S) == 128 + signal.SIGPIPE
+    assert err == ""
