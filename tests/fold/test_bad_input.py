@@ -15,25 +15,14 @@ from normfold.fold import FoldError
 from normfold.nn import create_norm
 from normfold.nn.statistics import broken_statistics, statistics_problem
 
+from ..cli import user_models
+
 X = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
 
 
-class Net(nn.Module):
-    def __init__(self, branch: bool = False):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-        self.bn.running_mean.uniform_(-1, 1)
-        self.bn.running_var.uniform_(0.5, 2)
-        self.bn.num_batches_tracked += 1
-        self.branch = branch
-
-    def forward(self, x):
-        y = self.bn(self.conv(x))
-        if self.branch:
-            return y * 2 if y.sum() > 0 else y   # data-dependent: neither torch.fx nor torch.export takes it
-        return y
+def _net(kind: str = "plain") -> nn.Module:
+    """The user's model of the command-line tests (tests/cli/user_models.py), in eval mode."""
+    return user_models.Net(kind).eval()
 
 
 def _state(model: nn.Module) -> dict:
@@ -51,7 +40,7 @@ def _same(a: dict, b: dict) -> bool:
 
 def _meta_net():
     with torch.device("meta"):
-        return Net().eval()
+        return _net()
 
 
 # id: (call(model, tmp_path), error type, message)
@@ -82,14 +71,14 @@ CALLS = {
     "fold-a-numpy-input": (lambda m, d: normfold.fold(m, X.numpy()), TypeError, "example_inputs[0] is ndarray"),
     "export-empty-inputs": (lambda m, d: normfold.export(m, [], d / "m.onnx"), ExportError,
                             "example_inputs is empty"),
-    "export-data-dependent-branch": (lambda m, d: normfold.export(Net(branch=True).eval(), X, d / "m.onnx"),
+    "export-data-dependent-branch": (lambda m, d: normfold.export(_net("branch"), X, d / "m.onnx"),
                                      ExportError, "torch.onnx.export failed for Net: GuardOnDataDependentSymNode: "),
 }
 
 
 @pytest.mark.parametrize("call, error, message", [pytest.param(*c, id=k) for k, c in CALLS.items()])
 def test_bad_call_raises_one_clear_error_and_prints_nothing(tmp_path, capfd, call, error, message):
-    model = Net().eval()
+    model = _net()
     before = _state(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -106,12 +95,12 @@ def test_bad_call_raises_one_clear_error_and_prints_nothing(tmp_path, capfd, cal
 
 def test_the_exporter_failure_names_the_line_in_the_user_code(tmp_path):
     with pytest.raises(ExportError) as info:
-        normfold.export(Net(branch=True).eval(), X, tmp_path / "m.onnx")
-    assert "(at test_bad_input.py:" in str(info.value) and "y.sum() > 0" in str(info.value)
+        normfold.export(_net("branch"), X, tmp_path / "m.onnx")
+    assert "(at user_models.py:" in str(info.value) and "y.sum() > 0" in str(info.value)
 
 
 def _bn(var=None, eps=1e-5, **tensors):
-    model = Net().eval()
+    model = _net()
     model.bn.eps = eps
     with torch.no_grad():
         for name, (index, value) in tensors.items():
@@ -138,7 +127,7 @@ def test_broken_statistics_are_skipped_naming_buffer_channel_and_value(make, rea
     model = make()
     before = _state(model)
     with torch.no_grad():
-        assert not torch.isfinite(model(X)).all()   # the model itself is broken: folding it could only hide that
+        assert not torch.isfinite(model.bn(model.conv(X))).all()   # the norm itself is broken
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = normfold.fold(model, X)
@@ -151,7 +140,7 @@ def test_broken_statistics_are_skipped_naming_buffer_channel_and_value(make, rea
 
 
 def test_sound_statistics_have_no_problem():
-    model = Net().eval()
+    model = _net()
     assert broken_statistics(model) == [] and statistics_problem(model.bn) is None
     assert len(normfold.fold(model, X).report.folded) == 1
 
