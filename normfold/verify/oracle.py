@@ -116,7 +116,16 @@ def with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProt
 
 def eager_outputs(model: nn.Module, inputs: tuple[torch.Tensor, ...], dtype: torch.dtype) -> list[np.ndarray]:
     """Run a copy of ``model`` in eval mode at ``dtype``; outputs flattened to a list."""
-    work = copy.deepcopy(model).eval().to(dtype)
+    return run_eager(cast_copy(model, dtype), inputs, dtype)
+
+
+def cast_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of ``model`` in eval mode at ``dtype`` (the caller's model is untouched)."""
+    return copy.deepcopy(model).eval().to(dtype)
+
+
+def run_eager(work: nn.Module, inputs: tuple[torch.Tensor, ...], dtype: torch.dtype) -> list[np.ndarray]:
+    """``work``'s outputs (float64 arrays, flattened in pytree order) on ``inputs`` cast to ``dtype``."""
     with torch.no_grad():
         out = work(*(t.to(dtype) if t.is_floating_point() else t for t in inputs))
     return [t.detach().cpu().double().numpy() for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
