@@ -89,7 +89,7 @@ def main(args: argparse.Namespace, name: str, model, onnx_path: Path, sig, provi
         if args.json is not None:
             not_an_input(args.json, list(data.files) + ([args.labels] if args.labels else []), "--json")
         labels = read_labels(args.labels, data.names) if args.labels is not None else None
-        first = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in data.read([0])[1])
+        first = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in _first_sample(data, args.skip_bad))
         check_inputs(model, sig, first)
         if isinstance(model, torch.nn.Module):
             _model_accepts(model, first)
@@ -119,6 +119,17 @@ def main(args: argparse.Namespace, name: str, model, onnx_path: Path, sig, provi
         write_json_atomic({"model": name, "onnx": str(onnx_path), "inputs": source, "ok": report.ok,
                            "verify": report.oracle.to_dict(), "dataset": report.to_dict()}, args.json)
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _first_sample(data, skip_bad: bool):
+    """The first sample that reads (with --skip-bad, the first readable one), to check the model takes it."""
+    from normfold.verify import InputError
+
+    for i in range(len(data)):
+        kept, xs, bad = data.read([i], skip_bad)
+        if kept:
+            return xs
+    raise InputError(f"no sample of --inputs {data.source['path']} can be read: {bad[0].reason}")
 
 
 def progress_wanted(args: argparse.Namespace) -> bool:

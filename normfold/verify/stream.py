@@ -30,6 +30,7 @@ of every run and classifier output), ``min_accuracy`` (each run's accuracy),
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -39,9 +40,9 @@ import numpy as np
 import torch
 
 from .check import DYNAMIC_BATCH_SIZES, folded_eager, tf32_off, verify
-from .dataset import Dataset, Skipped
+from .dataset import Dataset, Skipped, open_dataset
 from .inputs import InputError
-from .labels import Labels
+from .labels import Labels, read_labels
 from .oracle import OnnxOracle, TorchOracle, as_oracle, cast_copy, run_eager
 from .session import open_session, run_session
 from .signature import OnnxSignature, read_onnx
@@ -76,10 +77,10 @@ def default_batch_size(sig: OnnxSignature, dataset: Dataset) -> int:
 def verify_dataset(
     model: Any,
     onnx_path: str | os.PathLike,
-    dataset: Dataset,
+    dataset: Dataset | str | os.PathLike,
     providers: Sequence[str] = ("cpu",),
     *,
-    labels: Labels | None = None,
+    labels: Labels | str | os.PathLike | None = None,
     batch_size: int | None = None,
     oracle_samples: int = DEFAULT_ORACLE_SAMPLES,
     oracle_batch_sizes: Sequence[int] | None = None,
@@ -95,13 +96,29 @@ def verify_dataset(
 ) -> DatasetReport:
     """Check ``onnx_path`` against ``model`` (an nn.Module, an .onnx original or an Oracle) on every sample.
 
-    See the module docstring. Bad input (a sample that cannot be read, without
+    ``dataset``: a Dataset, or what ``open_dataset`` takes (read for the ONNX
+    file's inputs); ``labels``: Labels, or what ``read_labels`` takes. See the
+    module docstring. Bad input (a sample that cannot be read, without
     ``skip_bad``; labels out of range; a threshold with no classifier output)
     raises InputError; a failed check is a report with ``ok == False``.
     """
+    sig = read_onnx(onnx_path)
+    options = dict(batch_size=batch_size, oracle_samples=oracle_samples, oracle_batch_sizes=oracle_batch_sizes,
+                   seed=seed, atol=atol, rtol=rtol, folded=folded, skip_bad=skip_bad, min_agreement=min_agreement,
+                   min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop, progress=progress)
+    if isinstance(dataset, Dataset):
+        return _verify_dataset(model, onnx_path, sig, dataset, providers, labels, **options)
+    with contextlib.closing(open_dataset(dataset, list(zip(sig.names, sig.shapes)))) as data:
+        return _verify_dataset(model, onnx_path, sig, data, providers, labels, **options)
+
+
+def _verify_dataset(model, onnx_path, sig: OnnxSignature, dataset: Dataset, providers, labels, *, batch_size,
+                    oracle_samples, oracle_batch_sizes, seed, atol, rtol, folded, skip_bad, min_agreement,
+                    min_accuracy, max_accuracy_drop, progress) -> DatasetReport:
     progress = progress or _Silent()
     oracle = as_oracle(model)
-    sig = read_onnx(onnx_path)
+    if labels is not None and not isinstance(labels, Labels):
+        labels = read_labels(labels, dataset.names)
     if oracle_samples < 1:
         raise InputError(f"oracle samples must be positive, got {oracle_samples}")
     batch = _batch_size(sig, dataset, batch_size)
@@ -118,7 +135,7 @@ def verify_dataset(
     sizes = _oracle_sizes(sig, len(kept), oracle_batch_sizes)
     tensors = tuple(torch.from_numpy(x) for x in sample)
     oracle_report = verify(oracle, onnx_path, tensors, providers, atol=atol, rtol=rtol, batch_sizes=sizes)
-    report = DatasetReport(oracle=oracle_report, total=len(dataset), batch_size=batch,
+    report = DatasetReport(oracle=oracle_report, total=len(dataset), batch_size=batch, reference_run=reference_run,
                            oracle_indices=kept, oracle_names=[dataset.names[i] for i in kept],
                            rule=tol.describe_per_sample(sig.np_dtype, len(kept)),
                            thresholds={"min_agreement": min_agreement, "min_accuracy": min_accuracy,
@@ -172,7 +189,6 @@ def verify_dataset(
     if labels is not None:
         report.label_output, report.labels = label_output, labels.to_dict()
         report.accuracy = {run: c / compared for run, c in correct.items()}
-        report.reference_run = reference_run
     report.judge()
     return report
 
