@@ -248,16 +248,7 @@ def _files(files: list[Path], root: Path, model_input, resize, source: dict) -> 
             names.append(label)
             refs.append(_image(p, declared, resize))
             continue
-        array = _array(p, None)
-        if array.ndim == rank:
-            names += [f"{label}[{i}]" for i in range(array.shape[0])]
-            refs += [RowRef(array, i) for i in range(array.shape[0])]
-        elif array.ndim == rank - 1:
-            names.append(label)
-            refs.append(RowRef(array, None))
-        else:
-            raise InputError(f"{p} has shape {array.shape}; the model input has {rank} axes, so expected "
-                             f"a sample of {rank - 1} axes or a batch of {rank}")
+        _add_array(_array(p, None), label, rank, names, refs)
     return Dataset(names, [Column(name, refs, _common_shape(refs, names))], source, list(files))
 
 
@@ -288,17 +279,21 @@ def _npz(path: Path, inputs, flag) -> Dataset:
     (name, declared), rank = inputs[0], len(inputs[0][1])
     names, refs = [], []
     for k in keys:
-        array = _array(path, k)
-        if array.ndim == rank:
-            names += [f"{k}[{i}]" for i in range(array.shape[0])]
-            refs += [RowRef(array, i) for i in range(array.shape[0])]
-        elif array.ndim == rank - 1:
-            names.append(k)
-            refs.append(RowRef(array, None))
-        else:
-            raise InputError(f"{array.where} has shape {array.shape}; the model input has {rank} axes, so "
-                             f"expected a sample of {rank - 1} axes or a batch of {rank}")
+        _add_array(_array(path, k), k, rank, names, refs)
     return Dataset(names, [Column(name, refs, _common_shape(refs, names))], source, [path])
+
+
+def _add_array(array: ArrayFile, label: str, rank: int, names: list, refs: list) -> None:
+    """An array of the input's rank is a batch (rows named ``label[i]``), of one axis less one sample."""
+    if array.ndim == rank:
+        names += [f"{label}[{i}]" for i in range(array.shape[0])]
+        refs += [RowRef(array, i) for i in range(array.shape[0])]
+    elif array.ndim == rank - 1:
+        names.append(label)
+        refs.append(RowRef(array, None))
+    else:
+        raise InputError(f"{array.where} has shape {array.shape}; the model input has {rank} axes, so expected "
+                         f"a sample of {rank - 1} axes or a batch of {rank}")
 
 
 def _array(path: Path, member: str | None) -> ArrayFile:

@@ -144,7 +144,7 @@ class DatasetReport:
         for s in self.skipped:
             out.append(f"skipped {s.name}: {s.reason}")
         out += self.notes
-        timing = ", ".join(f"{k} {v:.1f} s" for k, v in self.timing.items() if k != "wall")
+        timing = ", ".join(f"{k} {v:.2f} s" for k, v in self.timing.items() if k != "wall")
         out.append(f"{self.total} samples in {self.timing.get('wall', 0.0):.1f} s "
                    f"({self.samples_per_s():.1f} samples/s, batch {self.batch_size}): {timing}")
         out.append("PASS" if self.ok else "FAIL: " + "; ".join(self.failures))
