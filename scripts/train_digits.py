@@ -234,10 +234,10 @@ def plot_demo(rows: list[dict], path: Path, command: str) -> None:
     ax2.plot(x, [r["allowed"] for r in rows], "_", markersize=22, mew=2, label="allowed (set by the float64 oracle)")
     ax2.plot(x, [r["diff"] for r in rows], "o", label="max |ONNX - PyTorch| over the test set")
     ax2.set(yscale="log", ylabel="logit difference", title="largest difference vs the tolerance")
-    for ax in (ax1, ax2):
-        ax.set_xticks(x, names)
+    for ax, where in ((ax1, "lower left"), (ax2, "upper left")):
+        ax.set_xticks(x, names, fontsize=8)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc=where)
     fig.suptitle(command, fontsize=9)
     fig.tight_layout()
     write_png(path, fig)
@@ -281,7 +281,8 @@ def demo(args) -> int:
     if args.json:
         write_text(Path(args.json), json.dumps(rows, indent=2) + "\n")
     if args.plot:
-        plot_demo(rows, Path(args.plot), "python scripts/train_digits.py " + " ".join(sys.argv[1:]))
+        plot_demo(rows, Path(args.plot), f"python scripts/train_digits.py --plot {args.plot} (seed {args.seed}, "
+                                         f"{args.epochs} epochs)")
     return 1 if failed else 0
 
 
