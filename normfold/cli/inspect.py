@@ -2,9 +2,10 @@
 
 Prints one line per norm layer (or, for an .onnx MODEL, per fold site the
 ONNX-graph pass found): folded (into which layer, backward/forward, by which
-rule) or skipped (why), then any warnings. For a PyTorch model that torch.fx
-cannot trace, the report is the ONNX-graph pass's on the model's unfolded
-export (in memory), as `normfold run` would fold it. ``--json`` prints the same
+rule) or skipped (why), then each part torch.fx could not trace (with the
+call that failed), then any warnings. For a PyTorch model whose own forward
+torch.fx cannot trace, the report is the ONNX-graph pass's on the model's
+unfolded export (in memory), as `normfold run` would fold it. ``--json`` prints the same
 report as JSON on stdout (``--json FILE`` writes it to FILE atomically).
 Exit 0, or 2 on bad input.
 """
@@ -21,10 +22,12 @@ from ._common import (
     UsageError,
     add_model_arguments,
     brief,
+    check_paths,
     is_onnx,
     load_onnx,
     model_and_input,
-    not_an_input,
+    model_file,
+    output,
     write_json_atomic,
 )
 
@@ -44,8 +47,7 @@ def add_parser(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.json not in (None, "-") and not Path(args.json).parent.is_dir():
-        raise UsageError(f"--json {args.json}: directory {Path(args.json).parent} does not exist")
+    check_paths(output("--json", None if args.json == "-" else args.json), [("MODEL", model_file(args.model))])
     if is_onnx(args.model):
         name, shape, report = _onnx_report(args)
     else:
@@ -62,6 +64,10 @@ def main(args: argparse.Namespace) -> int:
     if report.front_end != "torch.fx":
         print(f"front  {report.front_end}" + (f": {brief(report.front_end_reason)}" if report.front_end_reason else ""))
     print(f"norms  {len(report.folded) + len(report.skipped)}: {len(report.folded)} folded, {len(report.skipped)} skipped")
+    if report.untraced:
+        itself = ", the model's own forward among them" if "" in report.untraced else ""
+        print(f"parts  {len(report.untraced)} torch.fx could not trace{itself}: "
+              "what they call is folded where it traces")
     for line in report.lines():
         print(f"  {line}")
     return EXIT_OK
@@ -91,8 +97,6 @@ def _onnx_report(args):
     from normfold.fold import FoldError, fold_onnx
 
     src = load_onnx(args.model, args.input_shape)
-    if args.json not in (None, "-"):
-        not_an_input(Path(args.json), [src.path], "--json")
     try:
         _, report = fold_onnx(src.signature.proto, input_shapes=src.input_shapes, densify=args.densify)
     except FoldError as exc:

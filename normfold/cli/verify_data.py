@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import EXIT_FAILED, EXIT_OK, UsageError, not_an_input, positive_ints, write_json_atomic
+from ._common import EXIT_FAILED, EXIT_OK, UsageError, check_paths, output, positive_ints, write_json_atomic
 
 DATA_FLAGS = ("labels", "batch_size", "oracle_samples", "resize", "skip_bad", "folded", "min_agreement",
               "min_accuracy", "max_accuracy_drop")
@@ -72,23 +72,35 @@ def check_flags(args: argparse.Namespace) -> None:
                 raise UsageError(f"--{f.replace('_', '-')} needs --labels")
 
 
-def main(args: argparse.Namespace, name: str, model, onnx_path: Path, sig, providers: tuple[str, ...]) -> int:
-    """Open the data, check it against the model, stream, report; errors raise InputError/SessionError."""
-    import numpy as np
-    import torch
-    from rich.console import Console
-
-    from normfold.verify import open_dataset, read_labels, verify_dataset
-    from normfold.verify.check import check_inputs
-
-    from .verify import _model_accepts
+def open_data(args: argparse.Namespace, sig):
+    """(the Dataset --inputs names, its Labels or None), every header read and checked; --json is none of
+    its files. Errors raise InputError naming the file."""
+    from normfold.verify import open_dataset, read_labels
 
     data = open_dataset(args.inputs, list(zip(sig.names, sig.shapes)), resize=args.resize,
                         mean=args.mean, std=args.std)
     try:
-        if args.json is not None:
-            not_an_input(args.json, list(data.files) + ([args.labels] if args.labels else []), "--json")
+        check_paths(output("--json", args.json), [("--inputs", f) for f in data.files])
         labels = read_labels(args.labels, data.names) if args.labels is not None else None
+    except BaseException:
+        data.close()
+        raise
+    return data, labels
+
+
+def main(args: argparse.Namespace, name: str, model, onnx_path: Path, sig, providers: tuple[str, ...],
+         data, labels) -> int:
+    """Check the first sample against the model, stream, report; errors raise InputError/SessionError."""
+    import numpy as np
+    import torch
+    from rich.console import Console
+
+    from normfold.verify import verify_dataset
+    from normfold.verify.check import check_inputs
+
+    from .verify import _model_accepts
+
+    try:
         first = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in _first_sample(data, args.skip_bad))
         check_inputs(model, sig, first)
         if isinstance(model, torch.nn.Module):

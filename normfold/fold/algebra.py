@@ -65,6 +65,8 @@ class ChannelMap:
         if self.diagonal and after.diagonal:
             return ChannelMap(after.a * self.a, after.a * self.c + after.c)
         a2 = after.matrix()
+        if self.diagonal:  # A2 diag(a1): scale the columns (the same sums, without the zeros)
+            return ChannelMap(a2 * self.a, a2 @ self.c + after.c)
         return ChannelMap(a2 @ self.matrix(), a2 @ self.c + after.c)
 
     def is_block_diagonal(self, groups: int) -> bool:
@@ -239,3 +241,27 @@ def broadcast(m: ChannelMap, channels: int) -> ChannelMap:
     if m.diagonal and m.channels == 1 and channels != 1:
         return ChannelMap(m.a.expand(channels).clone(), m.c.expand(channels).clone())
     return m
+
+
+def split_channels(m: ChannelMap, sizes: list[int]) -> list[ChannelMap] | None:
+    """The map on consecutive channel blocks of ``sizes`` (a concatenation), one map per block.
+
+    With blocks ``[s_k, e_k)``, ``y[s:e] = A[s:e, s:e] x[s:e] + c[s:e]`` holds for every
+    block exactly when A has no entry outside the diagonal blocks; None otherwise.
+    """
+    if sum(sizes) != m.channels or any(s <= 0 for s in sizes):
+        raise ValueError(f"blocks of sizes {sizes} do not partition {m.channels} channels")
+    bounds = [0]
+    for s in sizes:
+        bounds.append(bounds[-1] + s)
+    if m.diagonal:
+        return [ChannelMap(m.a[s:e], m.c[s:e]) for s, e in zip(bounds, bounds[1:])]
+    inside = torch.block_diag(*[torch.ones(s, s, dtype=torch.bool) for s in sizes]).to(m.a.device)
+    if bool(m.a[~inside].any()):
+        return None
+    return [ChannelMap(m.a[s:e, s:e], m.c[s:e]) for s, e in zip(bounds, bounds[1:])]
+
+
+def without_shift(m: ChannelMap) -> ChannelMap:
+    """``x -> A x``: the share of a sum's term that does not carry c (``A (u + v) + c = (A u + c) + A v``)."""
+    return ChannelMap(m.a, torch.zeros_like(m.c))

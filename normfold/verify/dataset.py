@@ -24,8 +24,9 @@ Opening reads headers only (image size and mode, .npy shape and dtype), so a
 file that is not an image or an array, samples of different sizes, a shape the
 model does not take, a channel count --mean/--std do not fit, zero samples are
 refused here, naming the file, before any sample is decoded. A file whose
-header is fine but whose data is not (a truncated JPEG) fails when its batch is
-read; ``read(..., skip_bad=True)`` then leaves it out and says why.
+header is fine but whose data is not (a truncated JPEG, NaN or infinite
+values) fails when its batch is read; ``read(..., skip_bad=True)`` then leaves
+it out and says why.
 """
 from __future__ import annotations
 
@@ -114,6 +115,7 @@ class Dataset:
     files: list[Path] = field(default_factory=list)
     mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
+    flag: str = "--inputs"                 # how errors name the source
 
     def __len__(self) -> int:
         return len(self.names)
@@ -132,7 +134,7 @@ class Dataset:
         kept, rows, skipped = [], [], []
         for i in indices:
             try:
-                sample = [self._load(c, i) for c in self.columns]
+                sample = [self._sample(c, i) for c in self.columns]
             except InputError as exc:
                 if not skip_bad:
                     raise
@@ -140,8 +142,7 @@ class Dataset:
                 continue
             kept.append(int(i))
             rows.append(sample)
-        batch = tuple(normalize(np.stack([r[k] for r in rows]) if rows else
-                                np.zeros((0, *c.sample_shape), np.float32), self.mean, self.std)
+        batch = tuple(np.stack([r[k] for r in rows]) if rows else np.zeros((0, *c.sample_shape), np.float32)
                       for k, c in enumerate(self.columns))
         return kept, batch, skipped
 
@@ -151,7 +152,8 @@ class Dataset:
                 if isinstance(ref, RowRef):
                     ref.array.close()
 
-    def _load(self, column: Column, i: int) -> np.ndarray:
+    def _sample(self, column: Column, i: int) -> np.ndarray:
+        """Sample ``i`` of one input: read, checked against its header, normalized, finite."""
         ref = column.refs[i]
         try:
             x = ref.load()
@@ -161,7 +163,13 @@ class Dataset:
             raise InputError(f"cannot read {ref.where}: {type(exc).__name__}: {_first_line(exc)}") from exc
         if x.shape != column.sample_shape:
             raise InputError(f"{ref.where} decodes to shape {x.shape}, its header said {column.sample_shape}")
-        return x.astype(np.float32, copy=False)
+        x = normalize(x.astype(np.float32, copy=False)[None], self.mean, self.std)[0]
+        bad = np.argwhere(~np.isfinite(x))
+        if len(bad):
+            after = ", after --mean/--std" if self.mean or self.std else ""
+            raise InputError(f"{self.flag} {self.source['path']}: sample {i} holds NaN or infinite values "
+                             f"({ref.where} at {tuple(int(j) for j in bad[0])}{after}): there is nothing to compare")
+        return x
 
 
 def open_dataset(spec: str | os.PathLike, inputs: Sequence[tuple[str, Sequence]], *,
@@ -190,7 +198,7 @@ def open_dataset(spec: str | os.PathLike, inputs: Sequence[tuple[str, Sequence]]
         data = _files(usable, _fixed_root(text), inputs[0], resize, {"kind": "files", "path": text})
     else:
         raise InputError(f"{flag} {path} does not exist")
-    data.mean, data.std = mean, std
+    data.mean, data.std, data.flag = mean, std, flag
     for column, (name, declared) in zip(data.columns, inputs):
         _fits(column, name, declared, flag, resize)
         normalize(np.zeros((1, *column.sample_shape), np.float32), mean, std)   # --mean/--std channel count

@@ -85,7 +85,7 @@ def _per_channel(values, default: float, channels: int, flag: str) -> np.ndarray
         return np.full(channels, default)
     v = np.asarray(values, dtype=np.float64)
     if v.size == 1:
-        return np.full(channels, float(v))
+        return np.full(channels, float(v.reshape(-1)[0]))
     if v.size != channels:
         raise InputError(f"{flag} has {v.size} values, the input has {channels} channels")
     return v

@@ -7,8 +7,9 @@ Contract (the CLI and verify rely on it):
 * ``report.front_end == "onnx"``. Every norm-like site (each BatchNormalization,
   each Add/Sub/Mul/Div with one constant operand, each channel-mixing region)
   appears once: in ``report.folded`` (``norm``: the site's node name(s), joined by
-  ","; ``into``: the Conv/ConvTranspose/Gemm/MatMul node) or in ``report.skipped``
-  with the reason.
+  ","; ``into``: the Conv/ConvTranspose/Gemm/MatMul node, or ``""`` with
+  ``rule == "identity"`` for a chain whose map is exactly y = x, removed) or in
+  ``report.skipped`` with the reason.
 * Nodes that are not rewritten keep their names and output tensor names; a
   tensor whose values change gets a new name. The folded graph can be compared
   with the original tensor by tensor.
@@ -20,7 +21,8 @@ Contract (the CLI and verify rely on it):
 
 Layout: ``load`` (read, refuse, working IR copy), ``shapes`` (static shapes as
 evidence), ``sites`` with ``norms`` and ``region`` (what each site computes),
-``rules/`` (one fold per file), ``fold`` (the pass).
+``layout`` (the layout ops in numpy), ``maps`` (a channel map on an axis), ``graph``
+(what every part asks of the IR), ``rules/`` (one fold per file), ``fold`` (the pass).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from ..report import FoldReport
 from .fold import OnnxPass
-from .load import read, working_copy
+from .load import keep_value_info, read, working_copy
 from .shapes import infer
 
 
@@ -53,9 +55,10 @@ def fold_onnx(
     Returns the folded model and a report (``front_end == "onnx"``) naming,
     for every site, what it was folded into or why not.
     """
-    proto, label = read(model)
-    shapes = infer(proto, input_shapes, label)
-    work = working_copy(proto)
+    source = read(model)
+    shapes = infer(source.skeleton, source.data_inputs, input_shapes, source.label)
+    work = working_copy(source, lambda: infer(source.skeleton, source.data_inputs, None, source.label)
+                        if input_shapes else shapes)
     report = FoldReport(front_end="onnx")
     fold_pass = OnnxPass(work, shapes, report, densify=densify)
     with _one_thread():
@@ -67,7 +70,9 @@ def fold_onnx(
             "declared input dims"
         )
     RemoveUnusedNodesPass()(work)
-    return ir.serde.serialize_model(work), report
+    out = ir.serde.serialize_model(work)
+    keep_value_info(source.proto, out)
+    return out, report
 
 
 @contextlib.contextmanager

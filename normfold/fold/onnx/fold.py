@@ -13,6 +13,8 @@ new weights from the rules; here chains are composed and the graph edited.
 3. Forward: fold the longest suffix of what is left into the one layer that
    reads its output (Shape/Size readers, which see only the shape, are moved
    to the chain's input).
+   Before both, a chain whose map is exactly the identity (a Mul by 1) is
+   removed outright (``rule="identity"``, ``into=""``).
 4. Every site not folded is reported with the reason each direction failed.
 
 Names: a layer that absorbs a backward chain writes the chain's output tensor
@@ -23,12 +25,13 @@ folded graph can be compared with the original tensor by tensor.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import torch
 
 from ..algebra import cast
 from ..report import FoldReport, Folded, Skipped
-from .graph import ONNX_DOMAINS, constant, describe_users, float64, label, op_version, unknown_version, users
+from .graph import ONNX_DOMAINS, constant, describe_users, float64, is_constant, label, op_version, unknown_version, users
 from .maps import AxisMap
 from .rules import BACKWARD, FORWARD, Layer, Rewrite, Site, rule_for
 from .shapes import Shapes
@@ -57,7 +60,7 @@ class OnnxPass:
         chains, refused, order = [], [], []
         for segments in runs:
             current: list[NormSite] = []
-            composed: AxisMap | None = None
+            shape_of: AxisMap | None = None  # the chain's axis and channels so far (a non-scalar member)
             for seg in segments:
                 if seg is not None and seg.norm_like:
                     order.append(seg)
@@ -65,16 +68,17 @@ class OnnxPass:
                     if seg is not None and seg.norm_like:
                         refused.append(seg)
                     chains.append(current)
-                    current, composed = [], None
+                    current, shape_of = [], None
                     continue
-                joined = composed.then(seg.map) if composed is not None else seg.map
-                if joined is None:  # another axis: a new chain
+                if shape_of is not None and not shape_of.joins(seg.map):  # another axis: a new chain
                     chains.append(current)
-                    current, joined = [], seg.map
+                    current, shape_of = [], None
                 current.append(seg)
-                composed = joined
+                if shape_of is None or shape_of.scalar:
+                    shape_of = seg.map
             chains.append(current)
         chains = [c for c in (_trimmed(c) for c in chains) if c]
+        chains = [c for c in chains if not self._identity(c)]
         for chain in chains:
             self._backward(chain)
         for chain in chains:
@@ -116,6 +120,23 @@ class OnnxPass:
             self.why_fwd[id(chain[i])] = why
             for later in chain[i + 1:]:
                 self.why_fwd.setdefault(id(later), why)
+
+    # ---- identity ----------------------------------------------------------------------------
+    def _identity(self, sites: list[NormSite]) -> bool:
+        """Remove a chain whose map is exactly ``y = x`` (a Mul by 1, an Add of 0, a scale and its
+        inverse): exact without any layer, whatever else reads the tensors around it."""
+        if not all(s.map.map.diagonal for s in sites):  # a matrix and its inverse: not worth the search
+            return False
+        m = _compose(sites)
+        if m is None or bool((m.map.a != 1).any()) or bool(m.map.c.any()):
+            return False
+        tail, source = sites[-1].output, sites[0].input
+        if tail.is_graph_output():
+            return False
+        tail.replace_all_uses_with(source)
+        self.graph.remove([n for s in sites for n in s.nodes], safe=True)
+        self._record(sites, None, "identity", "none", "its map is the identity: removed")
+        return True
 
     # ---- backward ----------------------------------------------------------------------------
     def _try_backward(self, sites: list[NormSite]) -> str | None:
@@ -233,7 +254,7 @@ class OnnxPass:
         if why is not None:
             return why
         index_w = 1
-        if node.op_type == "MatMul" and constant(node.inputs[1]) is None:
+        if node.op_type == "MatMul" and not is_constant(node.inputs[1]):
             return f"{label(node)} (MatMul) has no stored constant right operand (x @ W) to fold into"
         w_value = node.inputs[index_w] if len(node.inputs) > index_w else None
         why = _stored(node, w_value, "weight")
@@ -306,7 +327,10 @@ class OnnxPass:
         return add.outputs[0]
 
     def _initializer(self, base: str, t: torch.Tensor) -> ir.Value:
-        value = ir.Value(name=self._fresh(base), const_value=ir.tensor(t.numpy().astype(NUMPY_DTYPES[t.dtype])))
+        name = self._fresh(base)
+        # a TensorProtoTensor serializes by one CopyFrom (ir.Tensor goes through protocol checks)
+        proto = onnx.numpy_helper.from_array(t.numpy().astype(NUMPY_DTYPES[t.dtype]), name)
+        value = ir.Value(name=name, const_value=ir.serde.TensorProtoTensor(proto))
         self.graph.register_initializer(value)
         return value
 
@@ -317,7 +341,7 @@ class OnnxPass:
         self.names.add(name)
         return name
 
-    def _record(self, sites: list[NormSite], node: ir.Node, rule: str, direction: str, note: str) -> None:
+    def _record(self, sites: list[NormSite], node: ir.Node | None, rule: str, direction: str, note: str) -> None:
         norms = tuple(s.name for s in sites if s.norm_like)
         layout = [s.name for s in sites if not s.norm_like]
         notes = [note] + ([f"with the layout no-op {', '.join(layout)}"] if layout else [])
@@ -325,8 +349,9 @@ class OnnxPass:
             self.done.add(id(site))
             if site.kind == "region":
                 self.regions_folded += 1
+        into = label(node) if node is not None else ""
         for name in norms:
-            self.report.folded.append(Folded(name, label(node), direction, rule, norms, "; ".join(n for n in notes if n)))
+            self.report.folded.append(Folded(name, into, direction, rule, norms, "; ".join(n for n in notes if n)))
 
 
 def _compose(sites: list[NormSite]) -> AxisMap | None:
@@ -353,7 +378,7 @@ def _stored(node: ir.Node, value: ir.Value | None, what: str, shared_ok: bool = 
         return f"{label(node)} has no {what}"
     if value.is_graph_input():
         return f"the {what} {value.name!r} of {label(node)} is a graph input: it can be replaced at run time"
-    if constant(value) is None:
+    if not is_constant(value):
         producer = value.producer()
         by = f" (by {label(producer)}, {producer.op_type})" if producer is not None else ""
         return f"the {what} {value.name!r} of {label(node)} is computed in the graph{by}, not a stored constant"

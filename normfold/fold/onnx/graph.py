@@ -14,11 +14,14 @@ def label(node: ir.Node) -> str:
     return node.name or f"{node.op_type}({node.outputs[0].name if node.outputs else ''})"
 
 
+def is_constant(value: ir.Value | None) -> bool:
+    """Whether the value is a stored tensor (not computed, not overridable as a graph input)."""
+    return value is not None and value.const_value is not None and not value.is_graph_input()
+
+
 def constant(value: ir.Value | None) -> np.ndarray | None:
     """The value's stored tensor; None for anything computed or overridable (a graph input)."""
-    if value is None or value.const_value is None or value.is_graph_input():
-        return None
-    return value.const_value.numpy()
+    return value.const_value.numpy() if is_constant(value) else None
 
 
 def float64(value: ir.Value) -> torch.Tensor:

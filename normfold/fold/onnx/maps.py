@@ -26,6 +26,12 @@ class AxisMap:
     def scalar(self) -> bool:
         return self.axis is None
 
+    def joins(self, after: "AxisMap") -> bool:
+        """Whether ``after`` can follow this map in one chain (same axis and channels, or a scalar)."""
+        if self.scalar or after.scalar:
+            return True
+        return self.axis == after.axis and self.map.channels == after.map.channels
+
     def then(self, after: "AxisMap") -> "AxisMap | None":
         """The map ``after(self(x))``; None when the two act on different axes."""
         if None not in (self.axis, after.axis) and self.axis != after.axis:

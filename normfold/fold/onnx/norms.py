@@ -48,58 +48,63 @@ def batchnorm(node: ir.Node, version: int, shapes: Shapes) -> AxisMap | str:
         return "its scale, B, mean and var are not all vectors of one length"
     channels = params[0].shape[0]
     x = node.inputs[0].name
-    if any(s is not None and (len(s) < 2 or s[1] not in (channels, None)) for s in shapes.every(x)):
-        return f"its input has shape {list(shapes.of(x))}, which does not have {channels} channels on axis 1"
-    scale, bias, mean, var = (torch.from_numpy(p) for p in params)
+    shape = shapes.of(x)
+    if shape is not None and (len(shape) < 2 or (isinstance(shape[1], int) and shape[1] != channels)):
+        return f"its input has shape {list(shape)}, which does not have {channels} channels on axis 1"
+    scale, bias, mean, var = params
     eps = float(np.float32(attr(node, "epsilon", 1e-5)))
     denom = var + eps
-    bad = torch.nonzero(~(denom > 0) | ~torch.isfinite(denom)).flatten()
+    bad = np.flatnonzero(~(denom > 0) | ~np.isfinite(denom))
     if len(bad):
         i = int(bad[0])
         return f"input_var + epsilon is {float(denom[i]):.4g} at channel {i}: not a positive finite variance"
-    a = scale / torch.sqrt(denom)
-    return AxisMap(ChannelMap.of(a, bias - a * mean), 1)
+    a = scale / np.sqrt(denom)
+    return AxisMap(ChannelMap.of(torch.from_numpy(a), torch.from_numpy(bias - a * mean)), 1)
 
 
 def elementwise(node: ir.Node, data: int, shapes: Shapes) -> AxisMap | str:
     x = node.inputs[data].name
     k = np.asarray(constant(node.inputs[1 - data]), dtype=np.float64)
-    every = shapes.every(x)
-    if any(s is None for s in every):
+    shape = shapes.of(x)
+    if shape is None:
         return shapes.require(x, label(node)) or "its input's rank is unknown"
-    rank = len(every[0])
+    rank = len(shape)
     if k.ndim > rank:
         return (f"its constant of shape {list(k.shape)} has more dims than its rank-{rank} input: "
                 "it broadcasts the output to a higher rank")
     aligned = (1,) * (rank - k.ndim) + k.shape
     varying = [i for i, d in enumerate(aligned) if d != 1]
-    for shape in every:
-        for i in varying:
-            if shape[i] is None:
-                why = shapes.require(x, label(node))
-                if why is not None:
-                    return why
-            if shape[i] not in (aligned[i], None):
-                return (f"its constant of shape {list(k.shape)} broadcasts axis {i} of its {list(shape)} input "
-                        f"from {shape[i]} to {aligned[i]}: the output is larger than the input")
+    for i in varying:
+        d = shape[i]
+        if shapes.batchlike(shape, i):
+            return (f"its constant of shape {list(k.shape)} varies along axis 0 of its {list(shape)} input, "
+                    "the batch: not a map over the channels")
+        if not isinstance(d, int):
+            why = shapes.require(x, label(node))
+            if why is not None:
+                return why
+        if d != aligned[i]:
+            return (f"its constant of shape {list(k.shape)} broadcasts axis {i} of its {list(shape)} input "
+                    f"from {d} to {aligned[i]}: the output is larger than the input")
     if len(varying) > 1:
         return (f"its constant of shape {list(k.shape)} varies along axes {', '.join(map(str, varying))} "
-                f"of its {list(every[0])} input: not a map over one axis")
-    values = torch.from_numpy(k.reshape(-1).copy())
+                f"of its {list(shape)} input: not a map over one axis")
+    values = k.reshape(-1)
     a, c = _affine(node.op_type, data, values)
-    if not bool(torch.isfinite(a).all()):
-        i = int(torch.nonzero(~torch.isfinite(a)).flatten()[0])
+    if not np.isfinite(a).all():
+        i = int(np.flatnonzero(~np.isfinite(a))[0])
         return f"it divides by {float(values[i]):.4g} (element {i} of its constant)"
-    return AxisMap(ChannelMap.of(a, c), varying[0] if varying else None)
+    return AxisMap(ChannelMap.of(torch.from_numpy(a), torch.from_numpy(c)), varying[0] if varying else None)
 
 
-def _affine(op: str, data: int, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    one, zero = torch.ones_like(k), torch.zeros_like(k)
+def _affine(op: str, data: int, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(A, c) as float64 arrays (numpy: a handful of tiny vectors, where torch's per-op cost dominates)."""
+    one, zero = np.ones_like(k), np.zeros_like(k)
     if op == "Add":
-        return one, k
+        return one, k.copy()
     if op == "Sub":
-        return (one, -k) if data == 0 else (-one, k)
+        return (one, -k) if data == 0 else (-one, k.copy())
     if op == "Mul":
-        return k, zero
+        return k.copy(), zero
     with np.errstate(divide="ignore"):
-        return torch.where(k == 0, torch.full_like(k, float("inf")), 1.0 / k), zero  # Div: x / k
+        return np.where(k == 0, np.inf, 1.0 / np.where(k == 0, 1.0, k)), zero  # Div: x / k

@@ -10,25 +10,25 @@ channel map when
 
     f(x)[n, :, p] = A x[n, :, p] + c        at every position (n, p)
 
-The region is evaluated here in float64 (numpy, the ONNX semantics of those
-ops; no runtime), on probes of its real input shape:
+The region is evaluated here in float64 (numpy, with the ONNX semantics of
+those ops; no runtime), on probes of its real input shape:
 
-* ``x = 0`` gives ``c`` at every position; it must be the same at all of them.
 * ``x = e_j`` at one position ``p_j`` (a different position for each j, as many
-  per evaluation as there are positions) gives column ``A[:, j] = f(x)[:, p_j] - c``.
-  Zeros stay exactly zero, so a block-diagonal A comes out block-diagonal.
+  per evaluation as there are positions) gives column ``A[:, j] = f(x)[:, p_j] - c``,
+  where ``c`` is ``f(x)`` at the positions where ``x = 0`` (the same at all of
+  them). Zeros stay exactly zero, so a block-diagonal A comes out block-diagonal.
 * a random ``x`` (every position different) must satisfy the equation above at
   every position, to 1e-9 of its scale. A region that mixes positions (a
   transpose of H and W, a matmul over W), differs between positions, or reads
   across the batch fails this check: with probability one a random probe
   exposes it.
 
-With a symbolic batch the map is extracted at batch 2 and must hold, by the
-zero and the random probe, at batch 1 too: a map that depends on the batch
-size fails there.
+With a symbolic batch the map is extracted at batch 2 and must hold, by a
+random probe, at batch 1 too: a map that depends on the batch size fails there.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -37,19 +37,22 @@ import onnx_ir as ir
 import torch
 
 from ..algebra import ChannelMap
+from . import layout
 from .graph import attr, constant
 
 TOLERANCE = 1e-9
-LAYOUT_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity")
+LAYOUT_OPS = layout.OPS
 ELEMENTWISE_OPS = ("Add", "Sub", "Mul", "Div")
-REGION_OPS = (*LAYOUT_OPS, *ELEMENTWISE_OPS, "MatMul", "BatchNormalization")
 
 
 def extract(nodes: tuple[ir.Node, ...], shapes: list[tuple[int, ...]], versions: dict[ir.Node, int]) -> ChannelMap | str:
     """The region's channel map on axis 1, or why it has none; ``shapes``: its input shape per analysed batch.
 
-    The map is extracted at the largest shape (most positions per evaluation)
-    and checked, with the zero and the random probe, at the others.
+    The map is extracted in one evaluation at a batch large enough to hold a
+    position for every column (when the region runs at that batch; else at the
+    largest analysed shape, over several evaluations), then checked with the
+    zero and the random probe at every analysed shape: the check, not the
+    extraction, is the proof.
     """
     if any(len(s) < 2 for s in shapes):
         return f"its input has rank {len(shapes[0])}, so it has no channel axis"
@@ -57,20 +60,24 @@ def extract(nodes: tuple[ir.Node, ...], shapes: list[tuple[int, ...]], versions:
     if isinstance(run, str):
         return run
     shapes = sorted((tuple(s) for s in shapes), key=math.prod, reverse=True)
-    a = None
+    a = c = None
+    wide = (-(-shapes[0][1] // math.prod(shapes[0][2:])), *shapes[0][1:])  # room for every column at once
+    if wide[0] > shapes[0][0]:
+        got = _probe(run, wide, None, None)
+        a, c = (None, None) if isinstance(got, str) else got  # a region tied to its batch size: extract at that size
     for shape in shapes:
-        got = _probe(run, shape, a)
+        got = _probe(run, shape, a, c)
         if isinstance(got, str):
             return got
         a, c = got
-    a_t, c_t = torch.from_numpy(a), torch.from_numpy(c.copy())
-    if not bool((a_t - torch.diag(torch.diagonal(a_t))).any()):
-        return ChannelMap.of(torch.diagonal(a_t).clone(), c_t)
-    return ChannelMap.of(a_t, c_t)
+    if not (a - np.diag(np.diagonal(a))).any():
+        return ChannelMap.of(torch.from_numpy(np.diagonal(a).copy()), torch.from_numpy(c))
+    return ChannelMap.of(torch.from_numpy(a), torch.from_numpy(c))
 
 
-def _probe(run, shape: tuple[int, ...], a: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | str:
-    """(A, c) of the region at ``shape``: extracted when ``a`` is None, else ``a`` checked there."""
+def _probe(run, shape: tuple[int, ...], a: np.ndarray | None, c: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | str:
+    """(A, c) of the region at ``shape``: extracted when ``a`` is None, else ``a`` and ``c`` checked
+    there by the random probe alone (it sees a wrong offset as surely as a wrong A)."""
     channels = shape[1]
     positions = math.prod(shape) // channels
 
@@ -78,51 +85,66 @@ def _probe(run, shape: tuple[int, ...], a: np.ndarray | None) -> tuple[np.ndarra
         try:
             y = run(x)
         except Exception as exc:  # a reshape that does not fit this shape, a broadcast that fails
-            return f"it cannot be evaluated on a {list(shape)} input ({type(exc).__name__}: {exc})"
+            return f"it cannot be evaluated on a {list(shape)} input ({type(exc).__name__}: {_first_line(exc)})"
         if y.shape != x.shape:
             return f"it maps a {list(shape)} input to {list(y.shape)}, not to the same shape"
         return _columns(y)
 
-    zero = f(np.zeros(shape))
-    if isinstance(zero, str):
-        return zero
-    c = zero[:, 0]
-    spread = np.abs(zero - c[:, None]).max()
-    if not np.isfinite(zero).all() or spread > TOLERANCE * max(1.0, np.abs(c).max()):
-        return f"its offset differs between positions (by {spread:.3g}): not the same channel map at every position"
-
     if a is None:
-        a = np.empty((channels, channels))
-        for start in range(0, channels, positions):
-            cols = range(start, min(start + positions, channels))
+        # columns j at positions j, zeros elsewhere: the zero positions give c (all of them the same),
+        # in the same evaluation when there are more positions than channels
+        starts = list(range(0, channels, positions))
+        cols = []
+        for start in starts if positions > channels else [None, *starts]:
             x = np.zeros((channels, positions))
-            x[list(cols), range(len(cols))] = 1.0
+            if start is not None:
+                count = min(positions, channels - start)
+                x[np.arange(start, start + count), np.arange(count)] = 1.0
             y = f(_tensor(x, shape))
             if isinstance(y, str):
                 return y
-            a[:, start:start + len(cols)] = y[:, :len(cols)] - c[:, None]
+            cols.append(y)
+        zero = cols[0][:, channels:] if positions > channels else cols.pop(0)
+        c = zero[:, 0].copy()
+        spread = np.abs(zero - c[:, None]).max()
+        if not np.isfinite(zero).all() or spread > TOLERANCE * max(1.0, np.abs(c).max()):
+            return f"its offset differs between positions (by {spread:.3g}): not the same channel map at every position"
+        a = np.concatenate([y[:, :min(positions, channels - start)] for y, start in zip(cols, starts)], axis=1)
+        a -= c[:, None]
 
-    x = np.random.default_rng(0).standard_normal((channels, positions))
+    x = _random(channels, positions)
     y = f(_tensor(x, shape))
     if isinstance(y, str):
         return y
-    error = np.abs(y - (a @ x + c[:, None])).max()
-    scale = (np.abs(a) @ np.abs(x) + np.abs(c)[:, None]).max()
-    if not np.isfinite(a).all() or not np.isfinite(error) or error > TOLERANCE * max(scale, 1e-300):
+    error = np.abs(y - _product(a, x) - c[:, None]).max()
+    # a bound on |A| |x| + |c| without a second product: max row sum of |A| times max |x|
+    scale = max(np.abs(a).sum(1).max() * np.abs(x).max() + np.abs(c).max(), 1e-300)
+    if not np.isfinite(a).all() or not np.isfinite(error) or error > TOLERANCE * scale:
         return (f"it is not the same channel map at every position of a {list(shape)} input (a random probe "
-                f"misses A x + c by {error / max(scale, 1e-300):.2g} of its scale): it mixes or varies across positions")
+                f"misses A x + c by {error / scale:.2g} of its scale): it mixes or varies across positions")
     return a, c
+
+
+@functools.lru_cache(maxsize=64)
+def _random(channels: int, positions: int) -> np.ndarray:
+    x = np.random.default_rng(0).standard_normal((channels, positions))
+    return x
+
+
+def _product(a: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """a @ x on torch's (one-thread, in the pass) GEMM: OpenBLAS threads a C x C x P product
+    beyond 2^18 multiply-adds, which on busy cores costs more than the product."""
+    return (torch.from_numpy(a) @ torch.from_numpy(x)).numpy()
 
 
 def _columns(t: np.ndarray) -> np.ndarray:
     """(N, C, *s) -> (C, N * prod(s)): one column per position."""
-    return np.moveaxis(t, 1, 0).reshape(t.shape[1], -1)
+    return t.swapaxes(0, 1).reshape(t.shape[1], -1)
 
 
 def _tensor(columns: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Inverse of :func:`_columns`."""
-    moved = (shape[1], shape[0], *shape[2:])
-    return np.moveaxis(columns.reshape(moved), 0, 1)
+    return columns.reshape(shape[1], shape[0], *shape[2:]).swapaxes(0, 1)
 
 
 def _program(nodes, versions) -> Callable[[np.ndarray], np.ndarray] | str:
@@ -142,60 +164,26 @@ def _program(nodes, versions) -> Callable[[np.ndarray], np.ndarray] | str:
 
 
 def _step(node: ir.Node, version: int | None) -> Callable[[np.ndarray], np.ndarray] | str:
-    """One node as a float64 numpy function of its data input (the ONNX definition of the op)."""
+    """One node as a float64 numpy function of its data input (the ONNX definition of the op:
+    ONNX broadcasting and MatMul are numpy's). numpy, not torch, because torch's matmul of a
+    broadcast weight copies it once per sample."""
     op = node.op_type
     ins = list(node.inputs)
-    consts = [None if v is None else constant(v) for v in ins]
-    consts = [None if c is None else np.asarray(c, dtype=np.float64 if c.dtype.kind == "f" else c.dtype) for c in consts]
+    consts = [constant(v) for v in ins]
     if op in ELEMENTWISE_OPS:
         data = 0 if consts[0] is None else 1
-        k = consts[1 - data]
+        k = np.asarray(consts[1 - data], dtype=np.float64)
         fn = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[op]
         return (lambda x: fn(x, k)) if data == 0 else (lambda x: fn(k, x))
     if op == "MatMul":
-        if consts[0] is None:
-            w = consts[1]
-            return lambda x: np.matmul(x, w)
-        w = consts[0]
-        return lambda x: np.matmul(w, x)
-    if op == "Identity":
-        return lambda x: x
-    if op == "Reshape":
-        target = consts[1].astype(np.int64)
-        allowzero = attr(node, "allowzero", 0)
-
-        def reshape(x):
-            dims = [int(d) for d in target]
-            if not allowzero:
-                dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
-            return x.reshape(dims)
-        return reshape
-    if op == "Transpose":
-        perm = attr(node, "perm", None)
-        return lambda x: np.transpose(x, perm if perm is not None else tuple(reversed(range(x.ndim))))
-    if op in ("Squeeze", "Unsqueeze"):
-        if version is not None and version >= 13:
-            axes = None if len(ins) < 2 or ins[1] is None else [int(a) for a in consts[1]]
-        else:
-            axes = attr(node, "axes", None)
-        if op == "Squeeze":
-            return lambda x: np.squeeze(x, axis=None if axes is None else tuple(axes))
-
-        def unsqueeze(x):
-            rank = x.ndim + len(axes)
-            for a in sorted(a % rank for a in axes):
-                x = np.expand_dims(x, a)
-            return x
-        return unsqueeze
-    if op == "Flatten":
-        axis = attr(node, "axis", 1)
-
-        def flatten(x):
-            k = axis % x.ndim if axis < 0 else axis
-            return x.reshape(math.prod(x.shape[:k]), -1)
-        return flatten
+        data = 0 if consts[0] is None else 1
+        w = np.asarray(consts[1 - data], dtype=np.float64)
+        return (lambda x: np.matmul(x, w)) if data == 0 else (lambda x: np.matmul(w, x))
+    if op in layout.OPS:
+        attrs = {name: a.value for name, a in node.attributes.items()}
+        return lambda x: layout.apply(op, x, consts[1:], attrs, version)
     if op == "BatchNormalization":
-        scale, bias, mean, var = consts[1:5]
+        scale, bias, mean, var = (np.asarray(k, dtype=np.float64).reshape(-1) for k in consts[1:5])
         eps = float(np.float32(attr(node, "epsilon", 1e-5)))
 
         def batchnorm(x):
@@ -203,3 +191,8 @@ def _step(node: ir.Node, version: int | None) -> Callable[[np.ndarray], np.ndarr
             return (x - mean.reshape(s)) / np.sqrt(var.reshape(s) + eps) * scale.reshape(s) + bias.reshape(s)
         return batchnorm
     return f"it holds {op}, which a region may not"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

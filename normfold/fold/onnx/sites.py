@@ -26,10 +26,12 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from . import norms, region
-from .graph import ONNX_DOMAINS, constant, label, op_version, sole_user, unknown_version
+from .graph import ONNX_DOMAINS, is_constant, label, op_version, sole_user, unknown_version
 from .maps import AxisMap
 from .region import ELEMENTWISE_OPS, LAYOUT_OPS
 from .shapes import Shapes
+
+FLOAT_IR_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE)
 
 
 @dataclass
@@ -56,7 +58,12 @@ class Finder:
     def __init__(self, graph: ir.Graph, shapes: Shapes, opsets: dict[str, int]):
         self.graph, self.shapes = graph, shapes
         self.opset = opsets.get("", opsets.get("ai.onnx"))
-        self.versions = {n: op_version(n, opsets) for n in graph}
+        known: dict[tuple[str, str], int | None] = {}
+        for n in graph:
+            key = (n.domain, n.op_type)
+            if key not in known:
+                known[key] = op_version(n, opsets)
+        self.versions = {n: known[(n.domain, n.op_type)] for n in graph}
 
     def runs(self) -> list[list[NormSite | None]]:
         """Each run as its sites in order, ``None`` where a node breaks the sequence."""
@@ -81,17 +88,22 @@ class Finder:
         if op in (*ELEMENTWISE_OPS, "MatMul"):
             if len(ins) != 2 or None in ins:
                 return None
-            live = [i for i, v in enumerate(ins) if constant(v) is None]
+            live = [i for i, v in enumerate(ins) if not is_constant(v)]
             if len(live) != 1 or (op == "Div" and live[0] != 0):
                 return None
             index = live[0]
         elif op == "BatchNormalization" or op in LAYOUT_OPS:
-            if not ins or ins[0] is None or any(v is not None and constant(v) is None for v in ins[1:] if op != "BatchNormalization"):
+            if not ins or ins[0] is None or (
+                    op != "BatchNormalization" and any(v is not None and not is_constant(v) for v in ins[1:])):
                 return None
             index = 0
         else:
             return None
-        return index if self.shapes.float_dtype(ins[index].name) is not None else None
+        if op == "BatchNormalization" or self.shapes.float_dtype(ins[index].name) is not None:
+            return index  # BatchNormalization is float by definition
+        # an untyped tensor (after an op shape inference does not know) has its constant operand's type
+        other = ins[1 - index] if op in (*ELEMENTWISE_OPS, "MatMul") else None
+        return index if other is not None and other.dtype in FLOAT_IR_TYPES else None
 
     def _next(self, node: ir.Node, data: dict) -> ir.Node | None:
         if any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
@@ -139,20 +151,17 @@ class Finder:
     def _return(self, run: list[ir.Node], i: int, data: dict) -> int | None:
         """The end of the shortest stretch run[i:end] that comes back to the shape of run[i]'s input.
 
-        None when there is none, or when shapes are unknown for a reason other
-        than the graph's symbolic inputs (which :meth:`Shapes.require` raises
-        for, when the stretch holds a layout op: a region could hide there).
+        None when there is none, or when that shape is unknown for a reason
+        other than the graph's symbolic inputs (which :meth:`Shapes.require`
+        raises for, when the stretch holds a layout op: a region could hide there).
         """
         start = run[i].inputs[data[run[i]]].name
-        needs_layout = any(n.op_type in LAYOUT_OPS for n in run[i:])
+        if not self.shapes.static(start):
+            if any(n.op_type in LAYOUT_OPS for n in run[i:]):
+                self.shapes.require(start, f"{label(run[i])}..{label(run[-1])}")
+            return None
         for j in range(i, len(run)):
-            name = run[j].outputs[0].name
-            for t in (start, name):
-                if not self.shapes.static(t):
-                    if needs_layout:
-                        self.shapes.require(t, f"{label(run[i])}..{label(run[j])}")
-                    return None
-            if self.shapes.every(name) == self.shapes.every(start):
+            if self.shapes.same(start, run[j].outputs[0].name):
                 return j + 1
         return None
 

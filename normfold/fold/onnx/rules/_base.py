@@ -71,7 +71,7 @@ class Rule:
 
 def axis_reason(site: Site, axis: int, features: str) -> str | None:
     """Why the map's axis is not the layer's feature ``axis`` (negative: from the end), or None."""
-    if site.map.scalar:
+    if site.map.scalar or (axis >= 0 and site.map.axis == axis):
         return None
     rank = site.layer.rank
     if rank is None:

@@ -1,0 +1,210 @@
+"""Each refusal of the ONNX pass, named: the site is reported with its reason, the graph keeps it
+and still computes the original's values; bad files are one-line FoldErrors."""
+from __future__ import annotations
+
+import collections
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import normfold
+from normfold.fold.errors import FoldError
+
+from ._graphs import Graph
+from ._oracle import assert_equivalent, feeds_for
+
+
+def weight_is_graph_input():
+    g = Graph((2, 3, 6, 6))
+    g.extra_inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3, 3, 3]))
+    y = g.op("Conv", [g.x, "w"], pads=[1] * 4, kernel_shape=[3, 3])
+    return g.build(g.bn(y, 4)), "the weight 'w' of conv1 is a graph input"
+
+
+def weight_is_graph_input_with_initializer():
+    """An initializer that is also a graph input (IR < 4 style): overridable at run time."""
+    g = Graph((2, 3, 6, 6))
+    w = g.const(g.randn(4, 3, 3, 3), name="w")
+    g.extra_inputs.append(helper.make_tensor_value_info(w, TensorProto.FLOAT, [4, 3, 3, 3]))
+    y = g.op("Conv", [g.x, w], pads=[1] * 4, kernel_shape=[3, 3])
+    return g.build(g.bn(y, 4)), "the weight 'w' of conv1 is a graph input"
+
+
+def shared_weight():
+    g = Graph((2, 3, 6, 6))
+    w = g.const(g.randn(4, 3, 3, 3), name="w")
+    a = g.op("Conv", [g.x, w], name="conv_a", pads=[1] * 4, kernel_shape=[3, 3])
+    b = g.op("Conv", [g.x, w], name="conv_b", pads=[1] * 4, kernel_shape=[3, 3])
+    return g.build(g.op("Add", [g.bn(a, 4), b])), "the weight 'w' of conv_a is shared with conv_b"
+
+
+def output_with_other_consumers():
+    g = Graph((2, 3, 6, 6))
+    y = g.conv(g.x, 3, 4, name="conv")
+    return g.build(g.op("Add", [g.bn(y, 4), g.op("Relu", [y])])), "the output of conv also feeds"
+
+
+def norm_output_with_other_consumers():
+    """A norm before a conv whose output also feeds a Relu: no forward fold (and no layer behind it)."""
+    g = Graph((2, 4, 6, 6))
+    y = g.bn(g.x, 4)
+    return g.build(g.conv(y, 4, 4, k=1, pads=0), g.op("Relu", [y])), "its output feeds 2 nodes"
+
+
+def batchnorm_training_mode():
+    g = Graph((2, 3, 6, 6), opset=15)
+    y = g.bn(g.conv(g.x, 3, 4), 4, outputs=3, training_mode=1)
+    return g.build(y), "training_mode=1"
+
+
+def custom_op_between():
+    g = Graph((2, 3, 6, 6))
+    y = g.op("Scale", [g.conv(g.x, 3, 4)], domain="com.example", name="custom")
+    return g.build(g.bn(y, 4)), "its input comes from custom (Scale), not a Conv"
+
+
+def old_opset_elementwise():
+    """Add-6 broadcasts with a legacy attribute this pass does not interpret."""
+    g = Graph((2, 3, 6, 6), opset=6)
+    y = g.op("Add", [g.conv(g.x, 3, 4), g.const(g.randn(4, 1, 1))])
+    return g.build(y), "is Add-6 (opset 6), a version of the op this pass does not know"
+
+
+def fp16_overflow():
+    g = Graph((1, 3, 6, 6), dtype=np.float16)
+    w = g.const(np.full((4, 3, 3, 3), 900.0))
+    y = g.op("Conv", [g.x, w], pads=[1] * 4, kernel_shape=[3, 3])
+    params = [np.full(4, 200.0), np.zeros(4), np.zeros(4), np.full(4, 1.0)]
+    y = g.op("BatchNormalization", [y] + [g.const(p) for p in params], epsilon=1e-3)
+    return g.build(y), "the folded weight of conv2 reaches 1.799e+05, beyond the float16 maximum 65504"
+
+
+def zero_division():
+    g = Graph((2, 3, 6, 6))
+    y = g.op("Div", [g.conv(g.x, 3, 4), g.const(np.array([1.0, 0.0, 2.0, 1.0]).reshape(4, 1, 1))])
+    return g.build(y), "it divides by 0 (element 1 of its constant)"
+
+
+def per_sample_bias():
+    g = Graph((2, 6))
+    y = g.op("Gemm", [g.x, g.const(g.randn(6, 5)), g.const(g.randn(2, 5))])
+    return g.build(g.bn(y, 5)), "the C of gemm3 has shape [2, 5]: not one bias vector for every row"
+
+
+REFUSALS = {
+    "weight-is-graph-input": weight_is_graph_input,
+    "initializer-listed-as-input": weight_is_graph_input_with_initializer,
+    "shared-weight": shared_weight,
+    "producer-output-has-other-consumers": output_with_other_consumers,
+    "norm-output-has-other-consumers": norm_output_with_other_consumers,
+    "batchnorm-training-mode": batchnorm_training_mode,
+    "custom-domain-op-between": custom_op_between,
+    "opset-6-elementwise": old_opset_elementwise,
+    "fp16-folded-weight-overflows": fp16_overflow,
+    "division-by-zero": zero_division,
+    "gemm-per-sample-bias": per_sample_bias,
+}
+NOT_RUNNABLE = {"batchnorm-training-mode", "custom-domain-op-between", "opset-6-elementwise",
+                "fp16-folded-weight-overflows", "division-by-zero"}
+
+
+@pytest.mark.parametrize("name", REFUSALS)
+def test_refusal(name):
+    model, reason = REFUSALS[name]()
+    before = model.SerializeToString()
+    folded, report = normfold.fold_onnx(model)
+    assert model.SerializeToString() == before
+    onnx.checker.check_model(folded, full_check=True)
+    assert any(reason in s.reason for s in report.skipped), report.lines()
+    ops = collections.Counter(n.op_type for n in folded.graph.node)
+    original = collections.Counter(n.op_type for n in model.graph.node)
+    for op in ("BatchNormalization", "Add", "Div", "Mul"):
+        assert ops[op] == original[op], (op, report.lines())   # the refused norm stays
+    if name not in NOT_RUNNABLE:
+        assert_equivalent(model, folded, feeds_for(model))
+
+
+def test_fp16_model_folds_in_float64_and_casts_once():
+    g = Graph((1, 3, 8, 8), dtype=np.float16)
+    model = g.build(g.op("Relu", [g.bn(g.conv(g.x, 3, 8), 8)]))
+    folded, report = normfold.fold_onnx(model)
+    assert [f.rule for f in report.folded] == ["conv-backward"]
+    weights = {t.name: t for t in folded.graph.initializer}
+    conv = next(n for n in folded.graph.node if n.op_type == "Conv")
+    assert weights[conv.input[1]].data_type == TensorProto.FLOAT16
+    assert_equivalent(model, folded, feeds_for(model))
+
+
+def _whitening_with_symbolic_dims():
+    g = Graph(("n", 8, "h", "w"))
+    y = g.op("Reshape", [g.conv(g.x, 8, 8), g.const(np.array([-1, 2, 4, 16]), cast=False)])
+    y = g.op("MatMul", [g.const(g.randn(1, 2, 4, 4)), y])
+    y = g.op("Reshape", [y, g.const(np.array([-1, 8, 4, 4]), cast=False)])
+    return g.build(y)
+
+
+def test_symbolic_dims_a_region_needs_are_a_fold_error_naming_the_input():
+    model = _whitening_with_symbolic_dims()
+    with pytest.raises(FoldError, match=r"input 'x' has symbolic dims h, w; the fold needs static shapes .*input_shapes"):
+        normfold.fold_onnx(model)
+    folded, report = normfold.fold_onnx(model, input_shapes={"x": [1, 8, 4, 4]})
+    assert [f.rule for f in report.folded] == ["conv-backward"] and report.warnings
+    dims = [d.dim_param or d.dim_value for d in folded.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["n", 8, "h", "w"]   # the declared input is kept
+    assert_equivalent(model, folded, feeds_for(model, {"x": [3, 8, 4, 4]}))
+
+
+@pytest.mark.parametrize("shapes, message", [
+    ({"y": [1, 8, 4, 4]}, "input_shapes names 'y', but the graph inputs are 'x'"),
+    ({"x": [1, 3, 4, 4]}, r"input_shapes\['x'\] = \[1, 3, 4, 4\] does not fit the declared shape"),
+    ({"x": [1, 8, 0, 4]}, "must be positive integers"),
+])
+def test_bad_input_shapes(shapes, message):
+    with pytest.raises(FoldError, match=message):
+        normfold.fold_onnx(_whitening_with_symbolic_dims(), input_shapes=shapes)
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("case", ["text", "empty", "missing", "directory", "external-data"])
+def test_bad_files_are_one_line_fold_errors(tmp_path, case):
+    if case == "text":
+        src = _write(tmp_path / "m.onnx", b"this is not a model\n" * 50)
+    elif case == "empty":
+        src = _write(tmp_path / "m.onnx", b"")
+    elif case == "missing":
+        src = tmp_path / "nothing.onnx"
+    elif case == "directory":
+        src = tmp_path
+    else:
+        g = Graph((1, 3, 8, 8))
+        model = g.build(g.bn(g.conv(g.x, 3, 64), 64))
+        src = tmp_path / "m.onnx"
+        onnx.save(model, src, save_as_external_data=True, all_tensors_to_one_file=True, location="m.data",
+                  size_threshold=0)
+    before = src.read_bytes() if src.is_file() else None
+    with pytest.raises(FoldError) as err:
+        normfold.fold_onnx(src)
+    message = str(err.value)
+    assert "\n" not in message and str(src) in message
+    expected = {"text": "not", "empty": "not an ONNX model", "missing": "does not exist",
+                "directory": "is not a file", "external-data": "external data"}[case]
+    assert expected in message
+    if before is not None:
+        assert src.read_bytes() == before
+
+
+def test_a_file_is_read_not_written(tmp_path):
+    g = Graph((1, 3, 8, 8))
+    src = tmp_path / "m.onnx"
+    onnx.save(g.build(g.bn(g.conv(g.x, 3, 8, name="conv"), 8)), src)
+    before, mtime = src.read_bytes(), os.stat(src).st_mtime_ns
+    folded, report = normfold.fold_onnx(src)
+    assert src.read_bytes() == before and os.stat(src).st_mtime_ns == mtime
+    assert [f.into for f in report.folded] == ["conv"]
