@@ -221,3 +221,21 @@ def test_folder_labels_need_every_sample_in_a_class_folder(tmp_path):
     data = open_dataset(tmp_path, RGB)
     with pytest.raises(InputError, match="sample 'loose.png' is not in a class folder"):
         read_labels(tmp_path, data.names)
+
+
+@pytest.mark.parametrize("value, std", [(np.nan, None), (np.inf, None), (1.0, (0.0,))],
+                         ids=["nan", "inf", "zero_std_makes_inf"])
+def test_a_sample_with_nan_or_inf_is_named_or_skipped(tmp_path, value, std):
+    np.save(tmp_path / "a.npy", np.zeros((3, 16, 16), np.float32))
+    bad = np.zeros((3, 16, 16), np.float32)
+    bad[1, 2, 3] = value
+    np.save(tmp_path / "b.npy", bad)
+    if std is not None:     # normalize refuses a zero std before anything is read
+        with pytest.raises(InputError, match="--std must not contain 0"):
+            open_dataset(tmp_path, RGB, std=std)
+        return
+    data = open_dataset(tmp_path, RGB)
+    with pytest.raises(InputError, match=r"sample 1 holds NaN or infinite values \(.*b\.npy at \(1, 2, 3\)\)"):
+        data.read([0, 1])
+    kept, _, skipped = data.read([0, 1], skip_bad=True)
+    assert kept == [0] and [s.name for s in skipped] == ["b.npy"]
