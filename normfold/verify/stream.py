@@ -43,7 +43,7 @@ from .check import DYNAMIC_BATCH_SIZES, folded_eager, tf32_off, verify
 from .dataset import Dataset, Skipped, open_dataset
 from .inputs import InputError
 from .labels import Labels, read_labels
-from .oracle import OnnxOracle, TorchOracle, as_oracle, cast_copy, run_eager
+from .oracle import TorchOracle, as_oracle, cast_copy, run_eager
 from .session import open_session, run_session
 from .signature import OnnxSignature, read_onnx
 from .stream_report import DatasetReport, StreamRow
