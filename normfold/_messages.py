@@ -22,6 +22,16 @@ def first_line(text: str) -> str:
     return next((line.strip() for line in plain(text).splitlines() if line.strip()), "")
 
 
+def error_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, plain; its type's name when the message is empty."""
+    return first_line(str(exc)) or type(exc).__name__
+
+
+def typed_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (just ``Type:`` when it is empty)."""
+    return f"{type(exc).__name__}: {first_line(str(exc))}"
+
+
 def root_cause(exc: BaseException) -> BaseException:
     """The innermost exception along explicit ``raise ... from`` chaining."""
     seen = {id(exc)}

@@ -15,6 +15,7 @@ import warnings
 from typing import Iterator
 
 from . import bench, inspect, run, verify, zoo
+from .._messages import first_line
 from ._common import UsageError, error
 
 SUBCOMMANDS = (run, inspect, verify, bench, zoo)
@@ -61,7 +62,7 @@ def _warnings_as_lines() -> Iterator[None]:
     shown: set[str] = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
-        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        text = first_line(str(message)) or category.__name__
         if text not in shown:
             shown.add(text)
             print(f"normfold: warning: {text}", file=sys.stderr)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
@@ -312,9 +313,8 @@ def example_input(model: nn.Module, shape: tuple[int, ...], seed: int) -> torch.
     return x
 
 
-def check_finite(outputs: dict[str, "np.ndarray"], what: str, shape: tuple[int, ...]) -> None:
+def check_finite(outputs: dict[str, np.ndarray], what: str, shape: tuple[int, ...]) -> None:
     """UsageError when an output of ``what`` on the seeded example input of ``shape`` is not finite."""
-    import numpy as np
 
     for name, out in outputs.items():
         bad = int((~np.isfinite(np.asarray(out, dtype=np.float64))).sum())

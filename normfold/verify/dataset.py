@@ -38,6 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .._messages import error_line
 from .arrays import ArrayError, ArrayFile, npz_members
 from .inputs import InputError, normalize
 from .session import shape_mismatch
@@ -160,7 +161,7 @@ class Dataset:
         except ArrayError as exc:
             raise InputError(str(exc)) from exc
         except Exception as exc:
-            raise InputError(f"cannot read {ref.where}: {type(exc).__name__}: {_first_line(exc)}") from exc
+            raise InputError(f"cannot read {ref.where}: {type(exc).__name__}: {error_line(exc)}") from exc
         if x.shape != column.sample_shape:
             raise InputError(f"{ref.where} decodes to shape {x.shape}, its header said {column.sample_shape}")
         x = normalize(x.astype(np.float32, copy=False)[None], self.mean, self.std)[0]
@@ -321,7 +322,7 @@ def _image(p: Path, declared, resize) -> ImageRef:
         with Image.open(p) as img:
             mode, (w, h) = img.mode, img.size
     except Exception as exc:
-        raise InputError(f"cannot read {p}: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise InputError(f"cannot read {p}: {type(exc).__name__}: {error_line(exc)}") from exc
     channels = declared[1] if len(declared) > 1 and isinstance(declared[1], int) and declared[1] > 0 else None
     target = {1: "L", 3: "RGB"}.get(channels) or ("L" if mode in _GREY_MODES else "RGB")
     return ImageRef(p, target, tuple(resize) if resize else (h, w), resize is not None)
@@ -350,8 +351,4 @@ def _fits(column: Column, name: str, declared, flag: str, resize) -> None:
         raise InputError(f"input {name!r} has shape {list(declared)}, the samples of {flag} have shape "
                          f"{list(column.sample_shape)} ({problem}){hint}")
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._messages import error_line
+
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 PROVIDER_OPTIONS = {"cpu": {}, "cuda": {"use_tf32": "0", "cudnn_conv_algo_search": "DEFAULT"}}
 # short name -> onnxruntime.GraphOptimizationLevel member
@@ -71,7 +73,7 @@ def open_session(model: str | os.PathLike | bytes, provider: str = "cpu", *, opt
         with _quiet_ort():
             session = ort.InferenceSession(model, sess_options=opts, providers=[(full, PROVIDER_OPTIONS[provider])])
     except Exception as exc:
-        raise SessionError(f"onnxruntime cannot load {where}: {_first_line(exc)}") from exc
+        raise SessionError(f"onnxruntime cannot load {where}: {error_line(exc)}") from exc
     if session.get_providers()[0] != full:
         raise SessionError(f"onnxruntime could not use {full} for {where}; {cuda_problem() or 'it fell back to CPU'}")
     return session
@@ -98,7 +100,7 @@ def cuda_problem() -> str | None:
                 providers=[("CUDAExecutionProvider", PROVIDER_OPTIONS["cuda"])],
             ).get_providers()
     except Exception as exc:
-        return f"onnxruntime's CUDA provider fails to start: {_first_line(exc)}"
+        return f"onnxruntime's CUDA provider fails to start: {error_line(exc)}"
     if got[0] != "CUDAExecutionProvider":
         return ("onnxruntime lists CUDAExecutionProvider but cannot start it "
                 "(no GPU visible, or CUDA/cuDNN libraries missing); it fell back to CPU")
@@ -120,7 +122,7 @@ def run_session(session, inputs: tuple[np.ndarray, ...], output_names: list[str]
     try:
         return session.run(output_names, feed)
     except Exception as exc:
-        raise SessionError(f"onnxruntime failed to run the model: {_first_line(exc)}") from exc
+        raise SessionError(f"onnxruntime failed to run the model: {error_line(exc)}") from exc
 
 
 def shape_mismatch(declared, shape) -> str | None:
@@ -155,7 +157,3 @@ def _quiet_ort():
     finally:
         ort.set_default_logger_severity(2)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -8,7 +8,6 @@ staging directory of ``normfold run`` exists (the model is being exported).
 """
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

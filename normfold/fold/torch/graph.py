@@ -24,7 +24,6 @@ from __future__ import annotations
 import operator
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import fx, nn

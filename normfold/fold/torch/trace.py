@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from ..._messages import typed_line
 from ...nn.affine import is_norm
 from ..errors import FoldError
 
@@ -157,8 +158,7 @@ def failing_call(exc: BaseException, outside: tuple[str, ...] = (_TORCH_DIR,)) -
 
 def describe(exc: BaseException) -> str:
     where = failing_call(exc)
-    text = str(exc).strip().splitlines()
-    what = f"{type(exc).__name__}: {text[0] if text else ''}"
+    what = typed_line(exc)
     return f"{what} (at {where})" if where else what
 
 
