@@ -1,7 +1,8 @@
 """normfold inspect: what the fold would do with every norm layer, without exporting.
 
 Prints one line per norm layer: folded (into which layer, backward/forward, by
-which rule) or skipped (why), then any warnings. ``--json`` prints the same
+which rule) or skipped (why), then each part torch.fx could not trace (with
+the call that failed), then any warnings. ``--json`` prints the same
 report as JSON on stdout (``--json FILE`` writes it to FILE atomically).
 Exit 0, or 2 on bad input.
 """
@@ -58,6 +59,10 @@ def main(args: argparse.Namespace) -> int:
         write_json_atomic(data, Path(args.json))
     print(f"model  {name}   input {','.join(map(str, shape))}")
     print(f"norms  {len(report.folded) + len(report.skipped)}: {len(report.folded)} folded, {len(report.skipped)} skipped")
+    if report.untraced:
+        whole = "the model's own forward and " if "" in report.untraced else ""
+        print(f"parts  {len(report.untraced)} untraced ({whole}parts torch.fx could not trace; "
+              "what they call was folded where it traces)")
     for line in report.lines():
         print(f"  {line}")
     return EXIT_OK

@@ -229,3 +229,27 @@ def fold_into_producer(
             raise ValueError(reason)
         folded.append(out)
     return folded[0], folded[1]
+
+
+def split_channels(m: ChannelMap, sizes: list[int]) -> list[ChannelMap] | None:
+    """The map on consecutive channel blocks of ``sizes`` (a concatenation), one map per block.
+
+    With blocks ``[s_k, e_k)``, ``y[s:e] = A[s:e, s:e] x[s:e] + c[s:e]`` holds for every
+    block exactly when A has no entry outside the diagonal blocks; None otherwise.
+    """
+    if sum(sizes) != m.channels or any(s <= 0 for s in sizes):
+        raise ValueError(f"blocks of sizes {sizes} do not partition {m.channels} channels")
+    bounds = [0]
+    for s in sizes:
+        bounds.append(bounds[-1] + s)
+    if m.diagonal:
+        return [ChannelMap(m.a[s:e], m.c[s:e]) for s, e in zip(bounds, bounds[1:])]
+    inside = torch.block_diag(*[torch.ones(s, s, dtype=torch.bool) for s in sizes]).to(m.a.device)
+    if bool(m.a[~inside].any()):
+        return None
+    return [ChannelMap(m.a[s:e, s:e], m.c[s:e]) for s, e in zip(bounds, bounds[1:])]
+
+
+def without_shift(m: ChannelMap) -> ChannelMap:
+    """``x -> A x``: the share of a sum's term that does not carry c (``A (u + v) + c = (A u + c) + A v``)."""
+    return ChannelMap(m.a, torch.zeros_like(m.c))

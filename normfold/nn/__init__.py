@@ -2,6 +2,7 @@
 from .affine import NotFoldableError, inference_affine, is_norm, register_norm
 from .batchrenorm import BatchRenorm
 from .centering import Centering
+from .composite import register_composite
 from .factory import NORMS, create_norm
 from .group_whitening import GroupWhitening
 from .iternorm import IterNorm
@@ -27,5 +28,6 @@ __all__ = [
     "create_norm",
     "inference_affine",
     "is_norm",
+    "register_composite",
     "register_norm",
 ]

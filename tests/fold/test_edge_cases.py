@@ -3,28 +3,22 @@ plus the safety rules of the fold pass. Each asserts the outcome (folded or the
 reason it was not) and numerical equivalence with the unfolded model."""
 from __future__ import annotations
 
-import warnings
+import re
 
 import pytest
 import torch
 from torch import nn
 
 import normfold
-from normfold.fold import ChannelMap, FoldError
+from normfold.fold import ChannelMap
 from normfold.fold.algebra import fold_forward, to_groups
 from normfold.nn import Centering, Scaling, is_norm
 
 from ..conftest import assert_equivalent_outputs, fp32_budget, populate_stats, run_eager
+from ._helpers import ChannelAffine, fold_quietly, outcome
 
 
-def _fold(model, x, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return normfold.fold(model, x, **kw)
-
-
-def _outcome(report):
-    return {f.norm: ("folded", f.into) for f in report.folded} | {s.norm: ("skipped", s.reason) for s in report.skipped}
+_fold, _outcome = fold_quietly, outcome
 
 
 class ConvCalledTwice(nn.Module):
@@ -186,17 +180,6 @@ def test_nonlinearity_between_conv_and_norm_blocks_the_fold():
     assert_equivalent_outputs(model, run_eager(result.model, x), x)
 
 
-class ChannelAffine(nn.Module):
-    """A user's own per-channel layer, not a normfold layer: foldable only through register_norm."""
-
-    def __init__(self, c):
-        super().__init__()
-        self.scale, self.shift = nn.Parameter(torch.rand(c) + 0.5), nn.Parameter(torch.randn(c))
-
-    def forward(self, x):
-        return x * self.scale.view(1, -1, 1, 1) + self.shift.view(1, -1, 1, 1)
-
-
 def test_register_norm_makes_a_users_layer_foldable_and_chains_collapse():
     """Conv -> BN -> user affine: one map, one fold (the user layer via register_norm)."""
     torch.manual_seed(0)
@@ -254,9 +237,17 @@ class DataDependent(nn.Module):
         return self.conv(x)
 
 
-def test_untraceable_model_fails_naming_the_call():
-    with pytest.raises(FoldError, match=r"test_edge_cases.py:\d+ in forward: if x.mean\(\) > 0"):
-        _fold(DataDependent().eval(), torch.randn(2, 3, 4, 4))
+def test_untraceable_model_is_returned_whole_naming_the_call():
+    """The model's own forward cannot be traced: fold returns it as it is, the failing call under ""."""
+    model = populate_stats(DataDependent(), (8, 3, 4, 4))
+    x = torch.randn(2, 3, 4, 4)
+    result = _fold(model, x)
+    assert re.search(r"test_edge_cases.py:\d+ in forward: if x.mean\(\) > 0", result.report.untraced[""])
+    assert not result.report.folded
+    (skipped,) = result.report.skipped
+    assert skipped.norm == "bn" and "the model's own forward, which torch.fx could not trace" in skipped.reason
+    assert result.model is not model and isinstance(result.model.bn, nn.BatchNorm2d)
+    assert_equivalent_outputs(model, run_eager(result.model, x), x)
 
 
 def test_untraceable_submodule_is_kept_whole_and_the_rest_folds():

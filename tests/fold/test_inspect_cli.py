@@ -64,3 +64,41 @@ def test_inspect_bad_model_spec_exits_2(bad, message, capsys):
 def test_inspect_bad_input_shape_exits_2(spec, capsys):
     assert main(["inspect", spec, "--input-shape", "1,5,6,6"]) == 2
     assert "rejects input shape 1,5,6,6" in capsys.readouterr().err
+
+
+ODD_MODEL = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    class BNAct(nn.BatchNorm2d):
+        def forward(self, x):
+            return torch.relu(super().forward(x))
+
+    class Untraceable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), BNAct(4))
+
+        def forward(self, x):
+            y = self.body(x)
+            return y if y.mean() > 0 else -y
+
+    def build():
+        torch.manual_seed(0)
+        model = Untraceable().train()
+        with torch.no_grad():
+            model(torch.randn(8, 3, 6, 6))
+        return model.eval()
+''')
+
+
+def test_inspect_shows_the_probe_and_trace_reasons(tmp_path, capsys):
+    path = tmp_path / "odd.py"
+    path.write_text(ODD_MODEL)
+    assert main(["inspect", f"{path}:build", "--input-shape", "1,3,6,6"]) == 0
+    out = capsys.readouterr().out
+    assert "norms  2: 1 folded, 1 skipped" in out
+    assert "parts  1 untraced (the model's own forward" in out
+    assert "folded  body.1 -> body.0 (backward" in out
+    assert "skipped body.3: BNAct.forward differs from its batch-norm map by" in out
+    assert "untraced (the model itself): TraceError" in out and "if y.mean() > 0" in out

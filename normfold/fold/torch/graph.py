@@ -1,206 +1,85 @@
-"""The graph pass: find norm sites with torch.fx and hand them to the fold rules.
+"""The graph pass: find norm sites in one traced module and hand them to the fold rules.
 
-The pass knows no algebra and no layer types: it only finds sites, composes
-chains and does the graph surgery the rules ask for.
+The pass knows no algebra and no layer types: it finds sites, checks maps,
+composes chains and does the graph surgery the rules ask for.
 
-1. Work on a deep copy in eval mode (the caller's model is never touched);
-   computed weights are baked first. Trace with fx, norm layers as leaves, and
-   propagate shapes from the example inputs.
+1. Split composites (a norm followed by parts of its own, ``split.py``) whose
+   parts compute the module's forward; check every norm's map against its own
+   forward (``probe.py``): a map is never taken on the word of a class.
 2. Group consecutive norm nodes into chains (``norm -> norm`` where the first
    feeds only the second) and compose each chain into one map.
-3. Backward pass: fold the longest prefix of each chain into the layer that
-   produces its input (always exact). Safety: the producer's output must feed
-   only the chain (or, with ``clone_shared=True``, the producer is cloned for
-   the chain's branch); a producer module called at several sites is never
-   edited in place, the fold gets its own copy. Anything between the layer and
-   the norm (an activation, an add, a reshape) blocks the fold.
+3. Backward pass: fold the longest prefix of each chain into the layer(s) that
+   produce its input, through no-ops, reshapes, a cat or an add
+   (``between.py``; always exact). Safety: every value on the way feeds only
+   the next step (with ``clone_shared=True`` a single producer whose output
+   has other users is cloned for the chain's branch); a producer module called
+   at several sites is never edited in place, the fold gets its own copy.
 4. Forward pass: fold the longest suffix of what is left into the single
-   layer that consumes its output.
-5. Every norm not folded is reported with the reason each direction failed.
+   layer that consumes its output (through no-ops and reshapes).
+5. Every norm not folded is reported with the reason each direction failed;
+   a composite whose norm folded nowhere is put back whole.
 """
 from __future__ import annotations
 
-import copy
 import operator
-import warnings
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.fx.passes.shape_prop import ShapeProp
 
-from ...nn.affine import inference_affine, is_norm, not_foldable_reason
-from ...nn.bake import bake_weights
-from ..algebra import ChannelMap, cast, compose
+from ...nn.affine import inference_affine, is_norm, map_source
+from ..algebra import ChannelMap, cast, compose, split_channels, without_shift
 from ..report import FoldReport, Folded, Skipped
+from .between import Inflow, inflow, layout_of, shape_of, walk_down, what
+from .probe import map_reason
 from .rules import BACKWARD, FORWARD, Rewrite, Site, rule_for
-from ..errors import FoldError
-from .trace import describe, trace
+from .split import restore_unfolded, split_composites
+from .trace import describe
 
 
-@dataclass
-class FoldResult:
-    model: nn.Module
-    report: FoldReport
+@dataclass(frozen=True)
+class Options:
+    densify: bool = False
+    clone_shared: bool = False
 
 
-def as_input_tuple(example_inputs: Any) -> tuple[torch.Tensor, ...]:
-    """Accept one tensor or a sequence of tensors; name the problem otherwise."""
-    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
-    for i, t in enumerate(inputs):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"example_inputs[{i}] is {type(t).__name__}, expected a torch.Tensor")
-    return inputs
+class FoldPass:
+    """Fold the norms of one traced module ``gm`` in place; module paths in the report start with ``prefix``."""
 
-
-def fold(model: nn.Module, example_inputs: Any, *, densify: bool = False, clone_shared: bool = False) -> FoldResult:
-    """Fold every foldable norm into a neighbouring Conv/ConvTranspose/Linear.
-
-    Returns a new eval-mode module and a report naming, for every norm layer,
-    what it was folded into or why it was not. ``model`` is not modified.
-
-    ``densify``: allow a channel-mixing map (whitening) to make a grouped or
-    depthwise conv denser (fewer groups; exact, more MACs).
-    ``clone_shared``: when a producer's output also feeds something else, fold
-    into a copy of the producer for the norm's branch instead of skipping.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"fold: model must be a torch.nn.Module, got {type(model).__name__}")
-    inputs = as_input_tuple(example_inputs)
-    report = FoldReport(warnings=_state_warnings(model))
-    if report.warnings:
-        more = f" (and {len(report.warnings) - 1} more, see the report)" if len(report.warnings) > 1 else ""
-        warnings.warn(f"normfold.fold: {report.warnings[0]}{more}", stacklevel=2)
-
-    work = bake_weights(copy.deepcopy(model).eval())
-    traced = trace(work)
-    gm = traced.graph_module
-    _propagate_shapes(gm, inputs)
-    _Pass(gm, report, densify=densify, clone_shared=clone_shared).run()
-
-    reported = {f.norm for f in report.folded} | {s.norm for s in report.skipped}
-    for name, module in work.named_modules():
-        if is_norm(module) and not _accounted(reported, name):
-            inside = next((o for o in traced.opaque if name.startswith(o + ".")), None)
-            reason = (
-                f"inside {inside}, which torch.fx could not trace ({traced.opaque[inside]})"
-                if inside else "not called in the traced forward"
-            )
-            report.skipped.append(Skipped(norm=name, reason=reason))
-
-    gm.graph.lint()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
-    return FoldResult(model=gm.eval(), report=report)
-
-
-def _accounted(reported: set[str], name: str) -> bool:
-    """Whether the report names module ``name``, itself or one of its call sites."""
-    return name in reported or any(n.startswith(name + "[call ") for n in reported)
-
-
-def _state_warnings(model: nn.Module) -> list[str]:
-    out = []
-    for name, m in model.named_modules():
-        if not is_norm(m) or not_foldable_reason(m) is not None:
-            continue
-        if m.training:
-            out.append(f"{name or type(m).__name__} is in training mode; folded from its running statistics "
-                       "(the folded model is in eval mode)")
-        tracked = getattr(m, "num_batches_tracked", None)
-        if isinstance(tracked, torch.Tensor) and int(tracked) == 0:
-            out.append(f"{name or type(m).__name__} never updated its statistics (num_batches_tracked == 0): "
-                       "its running statistics are still their initial values")
-    return out
-
-
-def _propagate_shapes(gm: fx.GraphModule, inputs: tuple[torch.Tensor, ...]) -> None:
-    """Shapes of every node: fake tensors (no compute) when possible, else a real run."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    try:
-        mode = FakeTensorMode(allow_non_fake_inputs=True)
-        _ShapeOnly(gm, mode).propagate(*(mode.from_tensor(t) for t in inputs))
-        return
-    except Exception:
-        for node in gm.graph.nodes:
-            node.meta.pop("val", None)
-    try:
-        with torch.no_grad():
-            ShapeProp(gm).propagate(*inputs)
-    except Exception as exc:
-        shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
-        raise FoldError(f"{type(gm).__name__} rejects example inputs of shape {shapes}: {describe(exc)}") from exc
-
-
-def _shape_only_class():
-    from torch.fx.passes.fake_tensor_prop import FakeTensorProp
-
-    class ShapeOnly(FakeTensorProp):
-        """Fake-tensor propagation where a norm layer is the identity on shapes (its
-        fake batch_norm decomposition would dominate the cost of the whole pass)."""
-
-        def call_module(self, target, args, kwargs):
-            if is_norm(self.fetch_attr(target)) and len(args) == 1 and not kwargs:
-                return args[0]
-            return super().call_module(target, args, kwargs)
-
-    return ShapeOnly
-
-
-def _ShapeOnly(gm, mode):  # noqa: N802 - a lazily built class (keeps `import normfold` light)
-    return _shape_only_class()(gm, mode)
-
-
-def _shape(node: Any) -> tuple[int, ...] | None:
-    if not isinstance(node, fx.Node):
-        return None
-    val = node.meta.get("val")
-    if isinstance(val, torch.Tensor):
-        return tuple(int(d) for d in val.shape)
-    meta = node.meta.get("tensor_meta")
-    return tuple(meta.shape) if hasattr(meta, "shape") else None
-
-
-def _what(node: Any) -> str:
-    if not isinstance(node, fx.Node):
-        return repr(node)
-    if node.op == "call_module":
-        return str(node.target)
-    if node.op == "placeholder":
-        return f"the model input {node.name!r}"
-    if node.op == "output":
-        return "the model output"
-    target = getattr(node.target, "__name__", str(node.target))
-    return f"{node.name} ({target})"
-
-
-class _Pass:
-    def __init__(self, gm: fx.GraphModule, report: FoldReport, *, densify: bool, clone_shared: bool):
-        self.gm, self.report = gm, report
-        self.densify, self.clone_shared = densify, clone_shared
-        self.modules = dict(gm.named_modules())
-        self.calls = Counter(n.target for n in gm.graph.nodes if n.op == "call_module")
+    def __init__(self, gm: fx.GraphModule, report: FoldReport, options: Options, prefix: str = ""):
+        self.gm, self.report, self.options = gm, report, options
+        self.prefix = f"{prefix}." if prefix else ""
         self.names: dict[fx.Node, str] = {}
         self.maps: dict[fx.Node, ChannelMap] = {}
         self.why_back: dict[fx.Node, str] = {}
         self.why_fwd: dict[fx.Node, str] = {}
         self.done: set[fx.Node] = set()
+        self._index()
+
+    def _index(self) -> None:
+        self.modules = dict(self.gm.named_modules())
+        self.calls = Counter(n.target for n in self.gm.graph.nodes if n.op == "call_module")
+
+    def _norm_nodes(self) -> list[fx.Node]:
+        return [n for n in self.gm.graph.nodes if n.op == "call_module" and is_norm(self.modules[n.target])]
 
     # ---- sites -------------------------------------------------------------------------------
     def run(self) -> None:
+        splits, unfoldable = split_composites(self.gm, self._norm_nodes())
+        self._index()
+        aliases = {s.norm_target: s.target for s in splits}
         seen: Counter = Counter()
-        norms = [n for n in self.gm.graph.nodes if n.op == "call_module" and is_norm(self.modules[n.target])]
-        unfoldable = {}
+        norms = self._norm_nodes()
         for node in norms:
             seen[node.target] += 1
-            many = self.calls[node.target] > 1
-            self.names[node] = f"{node.target}[call {seen[node.target]}]" if many else str(node.target)
-            why = self._map_of(node)
-            if why is not None:
-                unfoldable[node] = why
+            name = self.prefix + aliases.get(str(node.target), str(node.target))
+            self.names[node] = f"{name}[call {seen[node.target]}]" if self.calls[node.target] > 1 else name
+            if node not in unfoldable:
+                why = self._map_of(node)
+                if why is not None:
+                    unfoldable[node] = why
         for chain in self._chains():
             self._backward(chain)
         for chain in self._chains():
@@ -211,16 +90,20 @@ class _Pass:
             elif node not in self.done:
                 reason = f"backward: {self.why_back.get(node, '?')}; forward: {self.why_fwd.get(node, '?')}"
                 self.report.skipped.append(Skipped(self.names[node], reason))
+        restore_unfolded(self.gm, splits, self.done)
 
     def _map_of(self, node: fx.Node) -> str | None:
         module = self.modules[node.target]
         if len(node.args) != 1 or node.kwargs:
             return f"{node.target} is called with {len(node.args)} arguments and {len(node.kwargs)} keywords, not one tensor"
         try:
-            self.maps[node] = ChannelMap.of(*inference_affine(module))
+            m = ChannelMap.of(*inference_affine(module))
         except Exception as exc:  # NotFoldableError, or a user's inference_affine failing
             return str(exc) if type(exc).__name__ == "NotFoldableError" else f"inference_affine failed: {describe(exc)}"
-        return None
+        why = map_reason(module, m, shape_of(node.args[0]), map_source(module))
+        if why is None:
+            self.maps[node] = m
+        return why
 
     def _chains(self) -> list[list[fx.Node]]:
         """Maximal runs norm -> norm (each feeding only the next), in graph order."""
@@ -238,7 +121,7 @@ class _Pass:
     def _backward(self, chain: list[fx.Node]) -> None:
         reasons = {}
         for j in range(len(chain), 0, -1):
-            reasons[j] = self._try_backward(chain[:j])
+            reasons[j] = self._guarded(self._try_backward, chain[:j])
             if reasons[j] is None:
                 break
         else:
@@ -248,85 +131,123 @@ class _Pass:
 
     def _forward(self, chain: list[fx.Node]) -> None:
         for i in range(len(chain)):
-            why = self._try_forward(chain[i:])
+            why = self._guarded(self._try_forward, chain[i:])
             if why is None:
                 return
             self.why_fwd[chain[i]] = why
 
+    @staticmethod
+    def _guarded(attempt, nodes: list[fx.Node]) -> str | None:
+        """A rule that fails on a layer it matched refuses the site (it runs before any surgery)."""
+        try:
+            return attempt(nodes)
+        except Exception as exc:
+            return f"the fold rule failed: {describe(exc)}"
+
     # ---- backward ----------------------------------------------------------------------------
     def _try_backward(self, nodes: list[fx.Node]) -> str | None:
-        producer = nodes[0].args[0]
-        if not isinstance(producer, fx.Node) or producer.op != "call_module":
-            return f"its input is {_what(producer)}, not the output of a Conv/ConvTranspose/Linear"
-        module = self.modules[producer.target]
-        rule = rule_for(BACKWARD, module)
-        if rule is None:
-            return f"its input comes from {producer.target} ({type(module).__name__}), not a Conv/ConvTranspose/Linear"
-        others = [u for u in producer.users if u is not nodes[0]]
-        if others and not self.clone_shared:
-            return (f"the output of {producer.target} also feeds {', '.join(_what(u) for u in others)}; "
+        flow = inflow(nodes[0], self.modules, lambda m: rule_for(BACKWARD, m) is not None)
+        if isinstance(flow, str):
+            return flow
+        m = compose([self.maps[n] for n in nodes])
+        maps = self._branch_maps(flow, m)
+        if isinstance(maps, str):
+            return maps
+        if flow.shared and (len(flow.branches) > 1 or not self.options.clone_shared):
+            layer = flow.branches[0].layer
+            return (f"the output of {layer.target} also feeds {', '.join(what(u) for u in flow.shared)}; "
                     "pass clone_shared=True to fold into a copy of it for this branch")
-        site = Site(str(producer.target), module, compose([self.maps[n] for n in nodes]),
-                    _shape(producer.args[0] if producer.args else None), _shape(producer), self.densify)
-        why = rule.check(site)
-        rewrite = rule.rewrite(site) if why is None else why
-        if isinstance(rewrite, str):
-            return rewrite
+        planned = []
+        for branch, bm in zip(flow.branches, maps):
+            module = self.modules[branch.layer.target]
+            rule = rule_for(BACKWARD, module)
+            site = Site(str(branch.layer.target), module, bm, shape_of(branch.layer.args[0] if branch.layer.args else None),
+                        shape_of(branch.layer), self.options.densify, branch.layout)
+            why = rule.check(site)
+            rewrite = rule.rewrite(site) if why is None else why
+            if isinstance(rewrite, str):
+                return rewrite if len(flow.branches) == 1 else f"{branch.layer.target}: {rewrite}"
+            planned.append((branch, rule, rewrite))
 
-        notes = [rewrite.note]
-        if others:
-            target = self._add_copy(producer.target, rewrite.module)
-            with self.gm.graph.inserting_after(producer):
-                clone = self.gm.graph.call_module(target, producer.args, producer.kwargs)
-            clone.meta = dict(producer.meta)
-            nodes[-1].replace_all_uses_with(clone)
-            notes.append(f"a copy of {producer.target} for this branch (its output has other users)")
-        else:
-            target = self._place(producer, rewrite.module, notes)
-            nodes[-1].replace_all_uses_with(producer)
-        self._record(nodes, target, rule.name, "backward", notes)
+        targets, notes = [], [flow.describe()]
+        for branch, rule, rewrite in planned:
+            notes.append(rewrite.note)
+            if flow.shared:
+                targets.append(self.prefix + self._clone_for_branch(branch.layer, rewrite, flow, nodes[0]))
+                notes.append(f"a copy of {branch.layer.target} for this branch (its output has other users)")
+            else:
+                targets.append(self._place(branch.layer, rewrite.module, notes))
+        if flow.kind:
+            notes.append("each layer takes its channels of the map" if flow.kind == "cat"
+                         else f"A into each layer, c into {targets[0]}")
+        nodes[-1].replace_all_uses_with(nodes[0].args[0])
+        self._record(nodes, ", ".join(targets), "+".join(dict.fromkeys(r.name for _, r, _ in planned)),
+                     "backward", notes)
         return None
+
+    def _branch_maps(self, flow: Inflow, m: ChannelMap) -> list[ChannelMap] | str:
+        if len(flow.branches) == 1:
+            return [m]
+        if flow.kind == "cat":
+            if flow.branches[-1].stop != m.channels:
+                return f"the cat's {flow.branches[-1].stop} channels do not match the norm's {m.channels}"
+            maps = split_channels(m, [b.stop - b.start for b in flow.branches])
+            if maps is None:
+                return "its map mixes channels across the concatenated layers, so no layer can take its part alone"
+            return maps
+        return [m if b.carries_c else without_shift(m) for b in flow.branches]
+
+    def _clone_for_branch(self, layer: fx.Node, rewrite: Rewrite, flow: Inflow, norm: fx.Node) -> str:
+        target = self._add_copy(str(layer.target), rewrite.module)
+        with self.gm.graph.inserting_after(layer):
+            clone = self.gm.graph.call_module(target, layer.args, layer.kwargs)
+        clone.meta = dict(layer.meta)
+        (flow.path[0] if flow.path else norm).replace_input_with(layer, clone)
+        return target
 
     # ---- forward -----------------------------------------------------------------------------
     def _try_forward(self, nodes: list[fx.Node]) -> str | None:
         tail = nodes[-1]
-        users = list(tail.users)
-        if len(users) != 1:
-            return f"its output feeds {len(users)} nodes ({', '.join(_what(u) for u in users)})"
-        consumer = users[0]
+        found = walk_down(tail, self.modules)
+        if isinstance(found, str):
+            return found
+        consumer, path = found
+        last = path[-1] if path else tail
+        through = f" (through {', '.join(what(n) for n in path)})" if path else ""
         if consumer.op != "call_module":
-            return f"its output feeds {_what(consumer)}, not a Conv/Linear"
+            return f"its output feeds {what(consumer)}{through}, not a Conv/Linear"
         module = self.modules[consumer.target]
         rule = rule_for(FORWARD, module)
         if rule is None:
-            return f"its output feeds {consumer.target} ({type(module).__name__}), not a Conv/Linear"
-        if consumer.args[:1] != (tail,) or tail in consumer.args[1:] or tail in consumer.kwargs.values():
+            return f"its output feeds {consumer.target} ({type(module).__name__}){through}, not a Conv/Linear"
+        if consumer.args[:1] != (last,) or last in consumer.args[1:] or last in consumer.kwargs.values():
             return f"its output is not the only input of {consumer.target}"
         site = Site(str(consumer.target), module, compose([self.maps[n] for n in nodes]),
-                    _shape(tail), _shape(consumer), self.densify)
+                    shape_of(last), shape_of(consumer), self.options.densify, layout_of(shape_of(tail)))
         why = rule.check(site)
         rewrite = rule.rewrite(site) if why is None else why
         if isinstance(rewrite, str):
             return rewrite
         source = nodes[0].args[0]
         if rewrite.shift is not None:
-            source = self._insert_shift(source, consumer, rewrite, module.weight.dtype)
+            source = self._insert_shift(source, nodes[0], str(consumer.target), rewrite, module.weight.dtype)
             if isinstance(source, str):
                 return source
-        consumer.replace_input_with(tail, source)
-        notes = [rewrite.note]
+        tail.replace_all_uses_with(source)
+        notes = [f"through {', '.join(what(n) for n in path)}" if path else "", rewrite.note]
         target = self._place(consumer, rewrite.module, notes)
         self._record(nodes, target, rule.name, "forward", notes)
         return None
 
-    def _insert_shift(self, source: Any, consumer: fx.Node, rewrite: Rewrite, dtype: torch.dtype) -> Any:
-        rank = len(_shape(consumer.args[0]) or (0, 0))
+    def _insert_shift(self, source: Any, first: fx.Node, consumer: str, rewrite: Rewrite, dtype: torch.dtype) -> Any:
+        """``source - nu`` before the first norm, ``nu`` shaped for the norm's input."""
+        rank = len(shape_of(first.args[0]) or (0, 0))
         nu, why = cast(rewrite.shift.reshape(1, -1, *([1] * (rank - 2))), dtype)
         if why is not None:
             return f"the input shift x - nu does not fit: {why}"
-        name = self._free_name(f"{str(consumer.target).replace('.', '_')}_shift")
+        name = self._free_name(f"{consumer.replace('.', '_')}_shift")
         self.gm.register_buffer(name, nu.to(rewrite.module.weight.device))
-        with self.gm.graph.inserting_before(consumer):
+        with self.gm.graph.inserting_before(first):
             attr = self.gm.graph.get_attr(name)
             return self.gm.graph.call_function(operator.sub, (source, attr))
 
@@ -338,11 +259,11 @@ class _Pass:
             self.calls[target] -= 1
             node.target = self._add_copy(target, module)
             notes.append(f"own copy: {target} is called at several sites")
-            return node.target
+            return self.prefix + node.target
         parent, _, child = target.rpartition(".")
         setattr(self.gm.get_submodule(parent) if parent else self.gm, child, module)
         self.modules[target] = module
-        return target
+        return self.prefix + target
 
     def _add_copy(self, target: str, module: nn.Module) -> str:
         name = self._free_name(target.replace(".", "_") + "_folded")
@@ -365,6 +286,3 @@ class _Pass:
             self.done.add(n)
         for name in chain:
             self.report.folded.append(Folded(name, into, direction, rule, chain, note))
-
-
-__all__: Sequence[str] = ("FoldError", "FoldResult", "as_input_tuple", "fold")

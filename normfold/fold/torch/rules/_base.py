@@ -29,6 +29,11 @@ class Site:
     in_shape: tuple[int, ...] | None   # the layer's input, as traced
     out_shape: tuple[int, ...] | None  # the layer's output, as traced
     densify: bool = False
+    # (C, T): the norm gives element i of the layer's output (backward) / input
+    # (forward) channel (i // T) % C of the map, i its flat (row-major) index.
+    # A norm on (N, C, *S) seen directly has (C, prod(S)); reshapes between
+    # the layer and the norm keep the flat order, so they keep (C, T).
+    layout: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -123,11 +128,22 @@ def channel_mismatch(site: Site, channels: int, what: str) -> str | None:
     return None
 
 
-def linear_axis_reason(site: Site, shape, side: str) -> str | None:
-    """A Linear acts on the last axis, a norm on axis 1: the same axis only at rank 2."""
-    if shape is None:
+def layout_reason(site: Site, shape, axis: int, side: str) -> str | None:
+    """Whether the layer's channel axis is the norm's: the same size C and the same T after it.
+
+    Element i of a tensor of ``shape`` is in channel ``(i // T) % C`` of ``axis``
+    with T the product of the dims after it: the norm's channel for every
+    element exactly when (C, T) equals ``site.layout``. A Linear acts on the
+    last axis (T = 1), a norm on axis 1: seen directly, the same axis only at rank 2.
+    """
+    if shape is None or site.layout is None:
         return f"the {side} shape of {site.name} is unknown, so the norm's axis cannot be checked"
-    if len(shape) != 2:
+    axis = axis % len(shape)
+    if (shape[axis], math.prod(shape[axis + 1:])) == site.layout:
+        return None
+    if isinstance(site.module, nn.Linear):
         return (f"{site.name} (Linear) has {side} shape {tuple(shape)}: its features are the last axis, "
-                "but the norm normalizes axis 1")
-    return None
+                "but the norm normalizes another axis")
+    channels, after = site.layout
+    return (f"{site.name} has {side} shape {tuple(shape)} with its channels on axis {axis}, but the norm sees "
+            f"{channels} channels with {after} values after each: the reshape between them moves the channel axis")

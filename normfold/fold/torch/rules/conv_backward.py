@@ -12,11 +12,12 @@ otherwise the site is refused and the reason names that cost.
 from __future__ import annotations
 
 from ...algebra import densify, fold_backward
-from ._base import CONVS, Rewrite, Rule, Site, channel_mismatch, densify_reason, grouped_weight, rebuilt
+from ._base import CONVS, Rewrite, Rule, Site, channel_mismatch, densify_reason, grouped_weight, layout_reason, rebuilt
 
 
 def check(site: Site) -> str | None:
-    return channel_mismatch(site, site.module.out_channels, "output channels") or densify_reason(site, "output")[1]
+    return (channel_mismatch(site, site.module.out_channels, "output channels")
+            or layout_reason(site, site.out_shape, 1, "output") or densify_reason(site, "output")[1])
 
 
 def rewrite(site: Site) -> Rewrite | str:

@@ -22,7 +22,7 @@ shift: the site is refused with the reason.
 from __future__ import annotations
 
 from ...algebra import densify, fold_forward, scale_inputs
-from ._base import CONVS, Rewrite, Rule, Site, channel_mismatch, densify_reason, grouped_weight, rebuilt
+from ._base import CONVS, Rewrite, Rule, Site, channel_mismatch, densify_reason, grouped_weight, layout_reason, rebuilt
 
 
 def zero_padded(conv) -> bool:
@@ -30,7 +30,8 @@ def zero_padded(conv) -> bool:
 
 
 def check(site: Site) -> str | None:
-    why = channel_mismatch(site, site.module.in_channels, "input channels") or densify_reason(site, "input")[1]
+    why = (channel_mismatch(site, site.module.in_channels, "input channels")
+           or layout_reason(site, site.in_shape, 1, "input") or densify_reason(site, "input")[1])
     if why is None and zero_padded(site.module) and bool(site.map.c.any()) and site.map.shift() is None:
         return (
             f"{site.name} pads with zeros, which the norm's shift c would have to see at the borders, "

@@ -3,19 +3,22 @@ BN after ReLU, whitening before the classifier).
 
     y = W (A x + c) + b   =>   W' = W A,   b' = b + W c
 
-exact. Only for a rank-2 input ``(N, C)``: on higher ranks the Linear reads
-the last axis while the norm acts on axis 1.
+exact. Only when the Linear's input features are the norm's channels: a
+rank-2 input ``(N, C)``, or a reshape that keeps them last (``Flatten`` of
+``(N, C, 1, 1)``); on a higher-rank input the Linear reads the last axis while
+the norm acts on axis 1 (see ``layout_reason``).
 """
 from __future__ import annotations
 
 from torch import nn
 
 from ...algebra import fold_forward
-from ._base import Rewrite, Rule, Site, channel_mismatch, grouped_weight, linear_axis_reason, rebuilt
+from ._base import Rewrite, Rule, Site, channel_mismatch, grouped_weight, layout_reason, rebuilt
 
 
 def check(site: Site) -> str | None:
-    return linear_axis_reason(site, site.in_shape, "input") or channel_mismatch(site, site.module.in_features, "input features")
+    return (channel_mismatch(site, site.module.in_features, "input features")
+            or layout_reason(site, site.in_shape, -1, "input"))
 
 
 def rewrite(site: Site) -> Rewrite | str:

@@ -1,0 +1,131 @@
+"""``fold(model, example_inputs)``: the torch.fx front end's entry point."""
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ...nn.affine import is_norm, not_foldable_reason
+from ...nn.bake import bake_weights
+from ..report import FoldReport, Skipped
+from .graph import Options
+from .parts import Calls, fold_module
+from .trace import bind_call
+
+
+@dataclass
+class FoldResult:
+    model: nn.Module
+    report: FoldReport
+
+
+def as_input_tuple(example_inputs: Any) -> tuple[torch.Tensor, ...]:
+    """Accept one tensor or a sequence of tensors; name the problem otherwise."""
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    for i, t in enumerate(inputs):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"example_inputs[{i}] is {type(t).__name__}, expected a torch.Tensor")
+    return inputs
+
+
+def _example_args(example_inputs: Any) -> tuple[Any, ...]:
+    """The positional arguments: one tensor, or a sequence of tensors or lists/tuples/dicts holding tensors."""
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    for i, arg in enumerate(inputs):
+        if not _holds_tensors(arg):
+            raise TypeError(f"example_inputs[{i}] is {type(arg).__name__}, expected a torch.Tensor "
+                            "(or a list/tuple/dict holding tensors)")
+    return inputs
+
+
+def _holds_tensors(arg: Any) -> bool:
+    if isinstance(arg, torch.Tensor):
+        return True
+    if isinstance(arg, (list, tuple)):
+        return any(_holds_tensors(a) for a in arg)
+    if isinstance(arg, dict):
+        return any(_holds_tensors(a) for a in arg.values())
+    return False
+
+
+def fold(model: nn.Module, example_inputs: Any, *, densify: bool = False, clone_shared: bool = False) -> FoldResult:
+    """Fold every foldable norm into a neighbouring Conv/ConvTranspose/Linear.
+
+    Returns a new eval-mode module and a report naming, for every norm layer,
+    what it was folded into or why it was not. ``model`` is not modified.
+
+    ``example_inputs``: one tensor, or the forward's positional arguments
+    (tensors, or lists/dicts of tensors as detectors take them).
+    ``densify``: allow a channel-mixing map (whitening) to make a grouped or
+    depthwise conv denser (fewer groups; exact, more MACs).
+    ``clone_shared``: when a producer's output also feeds something else, fold
+    into a copy of the producer for the norm's branch instead of skipping.
+
+    A model whose own forward torch.fx cannot trace is folded part by part
+    (its largest traceable submodules); ``report.untraced`` then holds ``""``
+    with the failing call, and every other part left whole.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fold: model must be a torch.nn.Module, got {type(model).__name__}")
+    args = _example_args(example_inputs)
+    report = FoldReport(warnings=_state_warnings(model))
+    if report.warnings:
+        more = f" (and {len(report.warnings) - 1} more, see the report)" if len(report.warnings) > 1 else ""
+        warnings.warn(f"normfold.fold: {report.warnings[0]}{more}", stacklevel=2)
+
+    work = bake_weights(copy.deepcopy(model).eval())
+    norms = _norm_layers(work)
+    calls = Calls(work, args)
+    call = bind_call(work, args)
+    folded = fold_module(work, call if isinstance(call, dict) else None, args, report,
+                         Options(densify=densify, clone_shared=clone_shared), calls)
+    _account(norms, report, calls)
+    return FoldResult(model=folded.eval(), report=report)
+
+
+def _norm_layers(model: nn.Module) -> list[str]:
+    """Paths of the norm layers, outermost only (a composite's own norm part is the composite)."""
+    names = [name for name, m in model.named_modules() if is_norm(m)]
+    found = set(names)
+
+    def nested(name: str) -> bool:
+        parts = name.split(".")
+        return any(".".join(parts[:k]) in found for k in range(1, len(parts)))
+
+    return [n for n in names if not nested(n)]
+
+
+def _account(norms: list[str], report: FoldReport, calls: Calls) -> None:
+    """Report every norm layer the pass did not reach, with the reason."""
+    reported = {f.norm for f in report.folded} | {s.norm for s in report.skipped}
+    for name in norms:
+        if name in reported or any(n.startswith(name + "[call ") for n in reported):
+            continue
+        inside = max((p for p in report.untraced if p == "" or name.startswith(p + ".")), key=len, default=None)
+        if inside is None:
+            reason = "not called in the traced forward"
+        else:
+            where = "called from the model's own forward" if inside == "" else f"inside {inside}"
+            reason = f"{where}, which torch.fx could not trace ({report.untraced[inside]})"
+            if not calls.called(name):
+                reason += "; not called on the example inputs either"
+        report.skipped.append(Skipped(norm=name, reason=reason))
+
+
+def _state_warnings(model: nn.Module) -> list[str]:
+    out = []
+    for name, m in model.named_modules():
+        if not is_norm(m) or not_foldable_reason(m) is not None:
+            continue
+        if m.training:
+            out.append(f"{name or type(m).__name__} is in training mode; folded from its running statistics "
+                       "(the folded model is in eval mode)")
+        tracked = getattr(m, "num_batches_tracked", None)
+        if isinstance(tracked, torch.Tensor) and int(tracked) == 0:
+            out.append(f"{name or type(m).__name__} never updated its statistics (num_batches_tracked == 0): "
+                       "its running statistics are still their initial values")
+    return out
