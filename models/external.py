@@ -82,21 +82,18 @@ TIMM = (
     _timm("efficientvit_m0", "EfficientViT (MSRA)", img_size=64),
     _timm("efficientvit_b0", "EfficientViT (MIT)"),
     _timm("repvit_m0_9", "RepViT"),
-    _timm("lcnet_050", "LCNet"),
     _timm("dla46_c", "DLA"),
     _timm("hrnet_w18_small", "HRNet"),
     _timm("skresnet18", "SKNet", note="selective kernel"),
-    _timm("resnet10t", "ResNet"),
     _timm("edgenext_xx_small", "EdgeNeXt"),
     _timm("inception_next_atto", "InceptionNeXt"),
-    _timm("starnet_s050", "StarNet"),
-    _timm("ghostnetv3_050", "GhostNetV3"),
+    _timm("dpn48b", "DPN"),
+    _timm("resnest14d", "ResNeSt", note="split attention"),
+    _timm("resnet10t", "ResNet"),
     _timm("gernet_s", "GENet"),
     _timm("selecsls42b", "SelecSLS"),
-    _timm("dpn48b", "DPN"),
-    _timm("tinynet_e", "TinyNet"),
-    _timm("mnasnet_small", "MnasNet"),
-    _timm("resnest14d", "ResNeSt", note="split attention"),
+    _timm("starnet_s050", "StarNet", note="element-wise product of two branches"),
+    _timm("lcnet_050", "LCNet"),
 )
 
 TORCHVISION = (
@@ -122,10 +119,8 @@ TORCHVISION = (
     _tv("wide_resnet50_2", "Wide ResNet"),
 )
 
-FROZEN = (
-    _frozen(TIMM[0]),           # FrozenBatchNormAct2d
-    _frozen(TORCHVISION[12]),   # torchvision's FrozenBatchNorm2d, as in its detection backbones
-)
+# timm's FrozenBatchNormAct2d; torchvision's FrozenBatchNorm2d, as in its detection backbones
+FROZEN = tuple(_frozen(m) for m in (*TIMM, *TORCHVISION) if m.name in ("timm/efficientnet_b0", "torchvision/resnet18"))
 
 EXTERNAL: dict[str, ExternalModel] = {m.name: m for m in (*TIMM, *TORCHVISION, *FROZEN)}
 
