@@ -1,8 +1,9 @@
 """Architectures no one here wrote: timm's and torchvision's, built in code, no weights downloaded.
 
 The real test of a fold is a model someone else wrote. ``EXTERNAL`` lists, per
-family, the smallest variant and the smallest input it accepts (the tests and
-``scripts/real_models.py`` both take their models from here); ``build(name)``
+family, the smallest variant and a small input it accepts (64 px for most:
+2x2 maps at stride 32, where zero-padded borders still matter). tests/real and
+``scripts/real_models.py`` both take their models from here. ``build(name)``
 returns it in eval mode with plausible statistics (``randomize_statistics``),
 and ``example_input(name)`` a seeded input. timm and torchvision are imported
 when a model is built, never at import time (they are test extras).
@@ -32,7 +33,7 @@ class ExternalModel:
     source: str                 # "timm" or "torchvision"
     builder: str                # timm.create_model name or torchvision.models function
     family: str
-    input_size: int             # H = W: the smallest (or a small) size the model accepts
+    input_size: int             # H = W: a small size the model accepts
     kwargs: dict[str, Any] = field(default_factory=dict)
     frozen: bool = False        # every BatchNorm2d -> its frozen twin
     note: str = ""
