@@ -80,3 +80,26 @@ def populate_stats(model: torch.nn.Module, shape, steps: int = 4, seed: int = 0)
 @pytest.fixture
 def tmp_onnx(tmp_path):
     return tmp_path / "model.onnx"
+
+
+@pytest.fixture
+def wrong_fold(monkeypatch):
+    """``wrong_fold(param, channel, factor)``: from now on, normfold's fold (as export and verify call it)
+    returns its model with ``param[channel]`` scaled by ``factor``: a wrong fold, whatever the norm.
+
+    (A norm whose claimed map is wrong would make one too, but normfold refuses such norms once it
+    checks every map against its module's forward, issue 10.)
+    """
+    from normfold.export import onnx_export
+
+    real = onnx_export.fold_model
+
+    def arm(param: str, channel: int, factor: float):
+        def fold(model, inputs, **kwargs):
+            result = real(model, inputs, **kwargs)
+            with torch.no_grad():
+                result.model.get_parameter(param)[channel] *= factor
+            return result
+
+        monkeypatch.setattr(onnx_export, "fold_model", fold)
+    return arm

@@ -137,15 +137,18 @@ def check_budget(measurements: Iterable[Measurement], budget_ms: float, q: float
 
 
 def ratios(measurements: list[Measurement]) -> list[Ratio]:
-    """folded/unfolded and folded/twin for every setting where both were measured."""
+    """folded/unfolded and folded/twin, and every ONNX file given against the first one,
+    for every setting where both were measured."""
     by_key = {(m.setting, m.kind): m for m in measurements if m.kind != "file"}
     settings = sorted({m.setting for m in measurements}, key=lambda s: (s[0], s[1], s[2]))
     out = []
     for setting in settings:
-        for num, den in RATIO_PAIRS:
-            a, b = by_key.get((setting, num)), by_key.get((setting, den))
+        pairs = [(by_key.get((setting, num)), by_key.get((setting, den))) for num, den in RATIO_PAIRS]
+        files = [m for m in measurements if m.kind == "file" and m.setting == setting]
+        pairs += [(f, files[0]) for f in files[1:]]
+        for a, b in pairs:
             if a is not None and b is not None:
-                out.append(Ratio(*setting, num, den, paired_ratio(a.rounds, b.rounds)))
+                out.append(Ratio(*setting, a.variant, b.variant, paired_ratio(a.rounds, b.rounds)))
     return out
 
 

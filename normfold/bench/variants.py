@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..export import export
+from ..export import export, export_with_baseline
 from ..fold import FoldReport
 from .twin import TwinReport, norm_free_twin
 
@@ -35,8 +35,7 @@ class Variant:
 def export_variants(model: nn.Module, example: torch.Tensor, directory: Path) -> tuple[list[Variant], FoldReport, TwinReport]:
     """Export the three model variants into ``directory`` (dynamic batch)."""
     directory = Path(directory)
-    unfolded = export(model, example, directory / "unfolded.onnx", fold=False)
-    folded = export(model, example, directory / "folded.onnx", fold=True)
+    folded, unfolded = export_with_baseline(model, example, directory / "folded.onnx", directory / "unfolded.onnx")
     twin, twin_report = norm_free_twin(model)
     export(twin, example, directory / "twin.onnx", fold=True)
     variants = [

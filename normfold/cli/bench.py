@@ -4,7 +4,9 @@ MODEL (a zoo name or path/to/file.py:factory) is exported three ways: unfolded
 (norm layers kept, exporter optimizations off), folded, and its norm-free twin
 (every foldable norm replaced by identity: the limit of what folding can gain).
 Extra ONNX files on the command line are timed beside them; give only ONNX
-files to time just those.
+files (`normfold bench a.onnx b.onnx`) to time just those, side by side, each
+against the first (the input shape is the first file's, or --input-shape where
+it has symbolic dims).
 
 Each provider x optimization level x batch size is one setting. Within a
 setting the variants are timed interleaved (rotating rounds), so the printed
@@ -28,7 +30,11 @@ from ._common import (
     EXIT_OK,
     UsageError,
     add_model_arguments,
+    is_onnx,
+    load_onnx,
     model_and_input,
+    readable_onnx,
+    not_an_input,
     positive_ints,
     write_json_atomic,
 )
@@ -77,19 +83,18 @@ def main(args: argparse.Namespace) -> int:
 
     _check_args(args)
     onnx_files = list(args.onnx)
+    for f in onnx_files:
+        if not is_onnx(f):
+            raise UsageError(f"extra argument {f}: expected an .onnx file")
     model = x = None
-    name = None
-    if args.model is not None and args.model.endswith(".onnx"):
+    if is_onnx(args.model):
         onnx_files.insert(0, Path(args.model))
-        shape = args.input_shape
-        if shape is None:
-            raise UsageError("with only ONNX files, give --input-shape N,C,H,W")
+        shape = load_onnx(args.model, args.input_shape).shape
         name = ", ".join(f.name for f in onnx_files)
     else:
         name, model, shape, x = model_and_input(args)
     for f in onnx_files:
-        if f.suffix != ".onnx":
-            raise UsageError(f"extra argument {f}: expected an .onnx file")
+        readable_onnx(f, runnable=True)
 
     try:
         report = bench(
@@ -151,8 +156,7 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} {path} is a directory")
     if args.export_dir is not None and not args.export_dir.is_dir():
         raise UsageError(f"--export-dir {args.export_dir} does not exist")
-    inputs = [Path(args.model)] if args.model and args.model.endswith(".onnx") else []
-    for f in inputs + list(args.onnx):
-        for flag, path in (("--json", args.json), ("--plot", args.plot)):
-            if path is not None and path.resolve() == f.resolve():
-                raise UsageError(f"{flag} {path} would overwrite the input file {f}")
+    inputs = ([Path(args.model)] if is_onnx(args.model) else []) + list(args.onnx)
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        if path is not None:
+            not_an_input(path, inputs, flag)

@@ -1,8 +1,11 @@
-"""normfold inspect: what the fold would do with every norm layer, without exporting.
+"""normfold inspect: what the fold would do with every norm, without writing a file.
 
-Prints one line per norm layer: folded (into which layer, backward/forward, by
-which rule) or skipped (why), then each part torch.fx could not trace (with
-the call that failed), then any warnings. ``--json`` prints the same
+Prints one line per norm layer (or, for an .onnx MODEL, per fold site the
+ONNX-graph pass found): folded (into which layer, backward/forward, by which
+rule) or skipped (why), then each part torch.fx could not trace (with the
+call that failed), then any warnings. For a PyTorch model whose own forward
+torch.fx cannot trace, the report is the ONNX-graph pass's on the model's
+unfolded export (in memory), as `normfold run` would fold it. ``--json`` prints the same
 report as JSON on stdout (``--json FILE`` writes it to FILE atomically).
 Exit 0, or 2 on bad input.
 """
@@ -18,7 +21,11 @@ from ._common import (
     EXIT_OK,
     UsageError,
     add_model_arguments,
+    brief,
+    is_onnx,
+    load_onnx,
     model_and_input,
+    not_an_input,
     write_json_atomic,
 )
 
@@ -38,17 +45,12 @@ def add_parser(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from normfold.fold import FoldError, fold
-
-    name, model, shape, x = model_and_input(args)
     if args.json not in (None, "-") and not Path(args.json).parent.is_dir():
         raise UsageError(f"--json {args.json}: directory {Path(args.json).parent} does not exist")
-    try:
-        with warnings.catch_warnings():  # the report lists them
-            warnings.simplefilter("ignore")
-            report = fold(model, x, densify=args.densify, clone_shared=args.clone_shared).report
-    except FoldError as exc:
-        raise UsageError(str(exc)) from exc
+    if is_onnx(args.model):
+        name, shape, report = _onnx_report(args)
+    else:
+        name, shape, report = _torch_report(args)
 
     if args.json is not None:
         data = {"model": name, "input_shape": list(shape), **report.to_dict()}
@@ -58,11 +60,46 @@ def main(args: argparse.Namespace) -> int:
             return EXIT_OK
         write_json_atomic(data, Path(args.json))
     print(f"model  {name}   input {','.join(map(str, shape))}")
+    if report.front_end != "torch.fx":
+        print(f"front  {report.front_end}" + (f": {brief(report.front_end_reason)}" if report.front_end_reason else ""))
     print(f"norms  {len(report.folded) + len(report.skipped)}: {len(report.folded)} folded, {len(report.skipped)} skipped")
     if report.untraced:
-        whole = "the model's own forward and " if "" in report.untraced else ""
-        print(f"parts  {len(report.untraced)} untraced ({whole}parts torch.fx could not trace; "
-              "what they call was folded where it traces)")
+        itself = ", the model's own forward among them" if "" in report.untraced else ""
+        print(f"parts  {len(report.untraced)} torch.fx could not trace{itself}: "
+              "what they call is folded where it traces")
     for line in report.lines():
         print(f"  {line}")
     return EXIT_OK
+
+
+def _torch_report(args):
+    from normfold.export import ExportError, fold_graph, torch_fx, unfolded_graph
+    from normfold.fold import fold
+
+    name, model, shape, x = model_and_input(args)
+
+    def attempt():
+        with warnings.catch_warnings():  # the report lists them
+            warnings.simplefilter("ignore")
+            return None, fold(model, x, densify=args.densify, clone_shared=args.clone_shared).report
+
+    (_, report), why, untraced = torch_fx(model, attempt)
+    if why is not None:   # as normfold run would: the ONNX-graph pass on the unfolded export
+        try:
+            _, report = fold_graph(unfolded_graph(model, x), why, untraced, densify=args.densify)
+        except ExportError as exc:
+            raise UsageError(f"{why}; exporting it for the ONNX-graph fold failed: {exc}") from exc
+    return name, shape, report
+
+
+def _onnx_report(args):
+    from normfold.fold import FoldError, fold_onnx
+
+    src = load_onnx(args.model, args.input_shape)
+    if args.json not in (None, "-"):
+        not_an_input(Path(args.json), [src.path], "--json")
+    try:
+        _, report = fold_onnx(src.signature.proto, input_shapes=src.input_shapes, densify=args.densify)
+    except FoldError as exc:
+        raise UsageError(str(exc)) from exc
+    return src.name, src.shape, report

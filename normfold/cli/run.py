@@ -1,9 +1,19 @@
 """normfold run: fold, export, verify and report on one model (the main job).
 
-Writes, into --out DIR, model.onnx (folded) and model.unfolded.onnx (the norm
-layers kept, no BatchNorm fusion by the tools) and prints: each norm layer's outcome,
-ONNX op counts before and after folding, the errors against the float64
-oracle, and the verdict. Exit 0 pass, 1 check failed, 2 bad input.
+MODEL a PyTorch model (zoo name or path/to/file.py:factory): writes, into
+--out DIR, model.onnx (folded) and model.unfolded.onnx (the norm layers kept,
+no BatchNorm fusion by the tools). torch.fx folds the module; where it cannot
+trace the model's forward, the unfolded export is folded by the ONNX-graph
+pass instead (the report names the front end and why). The oracle is MODEL in
+float64.
+
+MODEL an .onnx file: writes DIR/model.onnx, the file folded by the ONNX-graph
+pass (the input file is never modified); the oracle is the input graph in
+float64. Symbolic input dims need --input-shape.
+
+Prints each norm's outcome, ONNX op counts before and after folding, the
+errors against the float64 oracle, and the verdict. Exit 0 pass, 1 check
+failed, 2 bad input (one line; no file written).
 """
 from __future__ import annotations
 
@@ -18,11 +28,15 @@ from ._common import (
     EXIT_OK,
     UsageError,
     add_model_arguments,
+    brief,
+    is_onnx,
+    load_onnx,
     model_and_input,
+    not_an_input,
+    seeded_input,
     writable_dir,
     write_json_atomic,
 )
-
 
 
 def add_parser(subparsers) -> None:
@@ -35,43 +49,98 @@ def add_parser(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from normfold import export, verify
+    if args.json is not None and not args.json.parent.is_dir():
+        raise UsageError(f"--json {args.json}: directory {args.json.parent} does not exist")
+    if is_onnx(args.model):
+        return _run_onnx(args)
+    from normfold.export import ExportError, export_with_baseline
+    from normfold.verify import verify
 
     name, model, shape, x = model_and_input(args)
     out = writable_dir(args.out)
-    if args.json is not None and not args.json.parent.is_dir():
-        raise UsageError(f"--json {args.json}: directory {args.json.parent} does not exist")
-
     staging = Path(tempfile.mkdtemp(prefix=".normfold-", dir=out))
     try:
-        unfolded = export(model, x, staging / "model.unfolded.onnx", fold=False)
-        folded = export(model, x, staging / "model.onnx", fold=True)
+        try:
+            folded, unfolded = export_with_baseline(model, x, staging / "model.onnx", staging / "model.unfolded.onnx")
+        except ExportError as exc:
+            raise UsageError(str(exc)) from exc
         report = verify(model, folded.path, x)
-        for f in ("model.unfolded.onnx", "model.onnx"):
-            os.replace(staging / f, out / f)
+        files = _move(staging, out, ["model.onnx", "model.unfolded.onnx"])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-    print(f"model      {name}   input {','.join(map(str, shape))}")
-    print(f"norms      {len(folded.fold_report.folded)} folded, {len(folded.fold_report.skipped)} skipped")
-    for line in folded.fold_report.lines():
-        if line.startswith("skipped"):
-            print(f"  {line}")
-    print(f"ops before {_ops(unfolded.op_counts)}")
-    print(f"ops after  {_ops(folded.op_counts)}")
-    print(f"wrote      {out / 'model.onnx'}, {out / 'model.unfolded.onnx'}")
-    for line in report.lines():  # the table, the rule, and the verdict (PASS / FAIL: ...) last
-        print(line)
+    _print(name, shape, folded.fold_report, unfolded.op_counts, folded.op_counts, files, report)
     if args.json is not None:
         write_json_atomic({
             "model": name,
             "input_shape": list(shape),
             "fold": folded.fold_report.to_dict(),
             "op_counts": {"unfolded": unfolded.op_counts, "folded": folded.op_counts},
-            "files": {"folded": str(out / "model.onnx"), "unfolded": str(out / "model.unfolded.onnx")},
+            "files": {"folded": str(files[0]), "unfolded": str(files[1])},
             "verify": report.to_dict(),
         }, args.json)
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _run_onnx(args: argparse.Namespace) -> int:
+    """MODEL is an .onnx file: fold its graph, write DIR/model.onnx, verify against the file in float64."""
+    from normfold.export import ExportError, op_counts, write_checked
+    from normfold.fold import FoldError, fold_onnx
+    from normfold.verify import InputError, OnnxOracle, OracleError, SessionError, verify
+
+    src = load_onnx(args.model, args.input_shape, runnable=True)
+    not_an_input(args.out / "model.onnx", [src.path], "--out")
+    if args.json is not None:
+        not_an_input(args.json, [src.path], "--json")
+    out = writable_dir(args.out)
+    x = seeded_input(src.shape, args.seed)
+    try:
+        folded_proto, fold_report = fold_onnx(src.signature.proto, input_shapes=src.input_shapes)
+    except FoldError as exc:
+        raise UsageError(str(exc)) from exc
+    staging = Path(tempfile.mkdtemp(prefix=".normfold-", dir=out))
+    try:
+        try:
+            folded = write_checked(folded_proto, staging / "model.onnx", fold_report)
+            report = verify(OnnxOracle(src.signature.proto, where=src.name), folded.path, x)
+        except (ExportError, InputError, OracleError, SessionError) as exc:
+            raise UsageError(str(exc)) from exc
+        [path] = _move(staging, out, ["model.onnx"])
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    before = op_counts(src.signature.proto)
+    _print(src.name, src.shape, fold_report, before, folded.op_counts, [path], report)
+    if args.json is not None:
+        write_json_atomic({
+            "model": src.name,
+            "input_shape": list(src.shape),
+            "fold": fold_report.to_dict(),
+            "op_counts": {"unfolded": before, "folded": folded.op_counts},
+            "files": {"folded": str(path)},
+            "verify": report.to_dict(),
+        }, args.json)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _move(staging: Path, out: Path, names: list[str]) -> list[Path]:
+    for f in names:
+        os.replace(staging / f, out / f)
+    return [out / f for f in names]
+
+
+def _print(name, shape, fold_report, before: dict, after: dict, files: list[Path], report) -> None:
+    print(f"model      {name}   input {','.join(map(str, shape))}")
+    if fold_report.front_end != "torch.fx":
+        why = f": {brief(fold_report.front_end_reason)}" if fold_report.front_end_reason else ""
+        print(f"front end  {fold_report.front_end}{why}")
+    print(f"norms      {len(fold_report.folded)} folded, {len(fold_report.skipped)} skipped")
+    for line in fold_report.lines():
+        if line.startswith("skipped"):
+            print(f"  {line}")
+    print(f"ops before {_ops(before)}")
+    print(f"ops after  {_ops(after)}")
+    print(f"wrote      {', '.join(map(str, files))}")
+    for line in report.lines():  # the table, the rule, and the verdict (PASS / FAIL: ...) last
+        print(line)
 
 
 def _ops(counts: dict[str, int]) -> str:

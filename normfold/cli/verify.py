@@ -5,6 +5,10 @@ the ONNX file's dtype (its error sets the tolerance), MODEL folded by normfold
 (eager), and MODEL.onnx on each onnxruntime provider. A dynamic batch axis is
 checked at batch sizes 1 and 3 (and the number of files given with --inputs).
 
+MODEL may itself be an .onnx file, the original of MODEL.onnx (e.g. the input
+of `normfold run FILE.onnx`): the oracle is then its graph evaluated in float64
+(onnx.reference), and the original file on onnxruntime CPU sets the tolerance.
+
 Verdict, per output: max_abs <= K * e_ref + max(FLOOR_ULPS * eps(fp32), eps(dtype)) * max|oracle|,
 e_ref = the original model's own error in that dtype (K = 8, FLOOR_ULPS = 64;
 see normfold/verify/tolerance.py for why). --atol/--rtol replace the rule. On
@@ -27,7 +31,10 @@ from ._common import (
     EXIT_OK,
     UsageError,
     add_model_arguments,
+    is_onnx,
     load_model,
+    load_onnx,
+    not_an_input,
     positive_ints,
     write_json_atomic,
 )
@@ -78,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from normfold.export import ExportError
-    from normfold.verify import InputError, SessionError, read_onnx, verify
+    from normfold.verify import InputError, OnnxOracle, OracleError, SessionError, read_onnx, verify
     from normfold.verify.check import check_inputs
 
     providers = tuple(p.strip() for p in args.providers.split(",") if p.strip())
@@ -93,14 +100,21 @@ def main(args: argparse.Namespace) -> int:
 
         for p in providers or ("",):
             provider_name(p)
-        name, model, _ = load_model(args.model)
+        if is_onnx(args.model):
+            src = load_onnx(args.model, args.input_shape)
+            name, model = src.name, OnnxOracle(src.signature.proto, where=src.name)   # the graph in float64
+        else:
+            name, model, _ = load_model(args.model)
+        if args.json is not None:
+            not_an_input(args.json, [args.onnx] + ([Path(args.model)] if is_onnx(args.model) else []), "--json")
         sig = read_onnx(args.onnx)
         onnx_path, sig = _precision(args, model, sig)
         x, source, sizes = _inputs(args, sig)
         check_inputs(model, sig, (x,))
-        _model_accepts(model, x)
+        if not isinstance(model, OnnxOracle):
+            _model_accepts(model, x)
         report = verify(model, onnx_path, x, providers, atol=args.atol, rtol=args.rtol, batch_sizes=sizes)
-    except (SessionError, InputError, ExportError) as exc:
+    except (SessionError, InputError, ExportError, OracleError) as exc:
         raise UsageError(str(exc)) from exc
 
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -123,13 +137,16 @@ def _precision(args, model, sig):
     import torch
 
     from normfold.export import export
-    from normfold.verify import read_onnx
+    from normfold.verify import OnnxOracle, read_onnx
 
     have = "fp16" if sig.dtype == torch.float16 else "fp32"
     if args.precision is None or args.precision == have:
         return args.onnx, sig
     if args.precision == "fp32":
         raise UsageError(f"--precision fp32, but {args.onnx} is an fp16 model")
+    if isinstance(model, OnnxOracle):
+        raise UsageError(f"--precision fp16 exports the PyTorch MODEL at fp16; with an ONNX MODEL ({model.where}), "
+                         "give the fp16 file itself")
     target = args.onnx.with_name(args.onnx.stem + ".fp16.onnx")
     shape = _shape(args, sig)
     x = torch.zeros((2, *shape[1:]))

@@ -1,17 +1,27 @@
 """Export to ONNX: fold (optional) -> torch.onnx.export (dynamo) -> onnxsim -> onnx.checker.
 
+Two front ends fold (normfold/fold): torch.fx on the module, before export, and
+the ONNX-graph pass on the exported file. torch.fx comes first; where it cannot
+trace the model's own forward (it raises FoldError, or reports ``""`` in
+``FoldReport.untraced``: data-dependent Python such as Ultralytics' layer
+loop), the model is exported unfolded with the dynamo exporter, which handles
+such code, and that graph is folded by ``fold_onnx``. The report says which
+front end ran and why (``front_end``, ``front_end_reason``).
+
 With ``fold=False`` the model is exported as it is, norm layers kept: the
 exporter's optimizer runs without its BatchNorm fusions (see optimize.py), and
 onnxsim only folds constants and infers shapes: its optimizer stage would fuse
 Conv->BatchNormalization, and (onnxsim >= 0.8) also Conv->Mul->Add, i.e. a
 diagonal norm written as arithmetic, into the Conv. The file then keeps every
 norm layer, and differs from the folded export in folding alone; the exporter's
-other clean-ups apply to both.
+other clean-ups apply to both. It is also exactly the graph the ONNX front end
+folds.
 
 ``precision="fp16"`` exports a float16 model: the weights are promoted to
 float64, folded there, and cast to float16 once (never folded in fp16
 arithmetic, never rounded twice through fp32); a folded weight that does not
-fit float16 (|w| > 65504) is refused, naming the parameter.
+fit float16 (|w| > 65504) is refused, naming the parameter. The ONNX front end
+folds float32 exports only (an fp16 graph's weights are already rounded once).
 
 The file is written to a temporary name beside ``path`` and moved into place
 only after it passes ``onnx.checker``: a failed export leaves nothing behind.
@@ -26,14 +36,14 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import onnx
 import torch
 from torch import nn
 
 from ..atomic import write_bytes
-from ..fold import FoldReport, as_input_tuple, fold as fold_model
+from ..fold import FoldError, FoldReport, as_input_tuple, fold as fold_model, fold_onnx
 from ..fold.algebra import cast
 from ..nn.bake import bake_weights
 from .optimize import optimize as optimize_graph
@@ -70,19 +80,122 @@ def export(
 
     ``precision`` is "fp32" or "fp16" (the weights and the graph's inputs and outputs).
     """
+    path = _output_path(path)
+    job = _Job(model, as_input_tuple(example_inputs), precision_dtype(precision), opset, dynamic_batch, simplify)
+    proto, report = job.folded() if fold else (job.unfolded(), None)
+    return write_checked(proto, path, report)
+
+
+def export_with_baseline(
+    model: nn.Module,
+    example_inputs: Any,
+    path: str | os.PathLike,
+    baseline_path: str | os.PathLike,
+    *,
+    opset: int = 18,
+    dynamic_batch: bool = True,
+    simplify: bool = True,
+    precision: str = "fp32",
+) -> tuple[ExportResult, ExportResult]:
+    """``export(fold=True)`` to ``path`` and ``export(fold=False)`` to ``baseline_path``: (folded, unfolded).
+
+    Where the ONNX front end folds, the folded file is the fold of the baseline
+    graph, exported once.
+    """
+    path, baseline_path = _output_path(path), _output_path(baseline_path)
+    if path.resolve() == baseline_path.resolve():
+        raise ExportError(f"export path {path} is also the baseline's path")
+    job = _Job(model, as_input_tuple(example_inputs), precision_dtype(precision), opset, dynamic_batch, simplify)
+    baseline = job.unfolded()
+    proto, report = job.folded(baseline)
+    return write_checked(proto, path, report), write_checked(baseline, baseline_path, None)
+
+
+def unfolded_graph(model: nn.Module, example_inputs: Any, *, opset: int = 18, dynamic_batch: bool = True,
+                   simplify: bool = True, precision: str = "fp32") -> onnx.ModelProto:
+    """The graph ``export(fold=False)`` writes, in memory: what the ONNX front end folds."""
+    return _Job(model, as_input_tuple(example_inputs), precision_dtype(precision), opset, dynamic_batch,
+                simplify).unfolded()
+
+
+@dataclass
+class _Job:
+    """One model to export: its unfolded graph, and its folded graph by whichever front end can fold it."""
+    model: nn.Module
+    inputs: tuple
+    dtype: torch.dtype
+    opset: int
+    dynamic_batch: bool
+    simplify: bool
+
+    def unfolded(self) -> onnx.ModelProto:
+        work, _ = prepare(self.model, self.inputs, fold=False, dtype=self.dtype)
+        return self._convert(work, keep_norms=True)
+
+    def folded(self, baseline: onnx.ModelProto | None = None) -> tuple[onnx.ModelProto, FoldReport]:
+        (work, report), why, untraced = torch_fx(
+            self.model, lambda: prepare(self.model, self.inputs, fold=True, dtype=self.dtype))
+        if why is None:
+            return self._convert(work, keep_norms=False), report
+        if self.dtype != torch.float32:
+            raise ExportError(f"cannot export at {str(self.dtype).removeprefix('torch.')}: {why}; the ONNX-graph "
+                              "fold that takes over folds float32 exports only")
+        if baseline is None:
+            try:
+                baseline = self.unfolded()
+            except ExportError as exc:
+                raise ExportError(f"{why}; exporting it unfolded for the ONNX-graph fold failed too: {exc}") from exc
+        return fold_graph(baseline, why, untraced)
+
+    def _convert(self, work: nn.Module, *, keep_norms: bool) -> onnx.ModelProto:
+        inputs = tuple(t.to(self.dtype) if t.is_floating_point() else t for t in self.inputs)
+        proto = _torch_export(work, inputs, opset=self.opset, dynamic_batch=self.dynamic_batch, keep_norms=keep_norms)
+        return _simplify(proto, keep_norms=keep_norms) if self.simplify else proto
+
+
+def torch_fx(model: nn.Module, attempt: Callable[[], tuple[Any, FoldReport | None]]):
+    """Run ``attempt`` (a torch.fx fold of ``model`` returning (result, report)) and say whether it folded the model.
+
+    Returns ``((result, report), None, report.untraced)``, or, where torch.fx
+    could not trace the model's own forward (FoldError, or ``""`` in
+    ``report.untraced``), ``((None, None), why, untraced)``: the ONNX front end's turn.
+    """
+    prefix = f"torch.fx could not trace {type(model).__name__}.forward: "
+    try:
+        result, report = attempt()
+    except FoldError as exc:
+        return (None, None), str(exc), {"": str(exc).removeprefix(prefix)}
+    untraced = dict(report.untraced) if report is not None else {}
+    if "" not in untraced:
+        return (result, report), None, untraced
+    return (None, None), prefix + untraced[""], untraced
+
+
+def fold_graph(unfolded: onnx.ModelProto, why: str, untraced: dict[str, str] | None = None, *,
+               densify: bool = False) -> tuple[onnx.ModelProto, FoldReport]:
+    """The ONNX front end: fold the exported graph; the report says why torch.fx did not
+    (``front_end_reason``) and what it could not trace (``untraced``)."""
+    try:
+        proto, report = fold_onnx(unfolded, densify=densify)
+    except FoldError as exc:
+        raise ExportError(f"{why}; the ONNX-graph fold failed too: {exc}") from exc
+    report.front_end_reason = why
+    report.untraced.update(untraced or {})
+    return proto, report
+
+
+def _output_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise ExportError(f"export path {path} is a directory; give a file name ending in .onnx")
     if not path.parent.is_dir():
         raise ExportError(f"export path {path}: directory {path.parent} does not exist")
-    dtype = precision_dtype(precision)
-    inputs = as_input_tuple(example_inputs)
-    work, report = prepare(model, inputs, fold=fold, dtype=dtype)
-    inputs = tuple(t.to(dtype) if t.is_floating_point() else t for t in inputs)
+    return path
 
-    proto = _torch_export(work, inputs, opset=opset, dynamic_batch=dynamic_batch, keep_norms=not fold)
-    if simplify:
-        proto = _simplify(proto, keep_norms=not fold)
+
+def write_checked(proto: onnx.ModelProto, path: str | os.PathLike, report: FoldReport | None = None) -> ExportResult:
+    """Write ``proto`` to ``path`` atomically once it passes ``onnx.checker`` (full check), or ExportError."""
+    path = _output_path(path)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:

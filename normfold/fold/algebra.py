@@ -231,6 +231,16 @@ def fold_into_producer(
     return folded[0], folded[1]
 
 
+def broadcast(m: ChannelMap, channels: int) -> ChannelMap:
+    """A one-channel diagonal map (a scalar ``a x + c``) as the same map on ``channels`` channels.
+
+    Any other map is returned as it is; the caller compares its channel count.
+    """
+    if m.diagonal and m.channels == 1 and channels != 1:
+        return ChannelMap(m.a.expand(channels).clone(), m.c.expand(channels).clone())
+    return m
+
+
 def split_channels(m: ChannelMap, sizes: list[int]) -> list[ChannelMap] | None:
     """The map on consecutive channel blocks of ``sizes`` (a concatenation), one map per block.
 

@@ -13,6 +13,17 @@ e_ref:
   the model. If the module absorbed a norm (per the fold report, and the norm
   has no node of its own in the file), the reference is the norm's output.
 
+With an ONNX oracle (the original .onnx file) there are no modules; the scan
+is by tensor name:
+
+* shared tensors: every tensor, in the original graph's topological order, that
+  a node of the checked graph also produces under the same name (normfold's
+  ONNX pass keeps the names of what it does not touch, and gives what it
+  rewrites the name of the value it now computes). The oracle is the original
+  graph in float64 (onnx.reference), the reference the original file on
+  onnxruntime, the candidate the checked file on onnxruntime; the divergence
+  names the checked graph's node that produces the tensor.
+
 Intermediates are fetched in chunks whose float64 size stays under
 ``budget_bytes`` (three copies: oracle, reference, candidate), so a large model
 is scanned in several passes instead of holding every activation at once.
@@ -29,6 +40,7 @@ from torch import nn
 
 from ..fold import FoldReport
 from .metrics import ErrorStats
+from .oracle import with_outputs
 from .session import open_session, run_session
 from .tolerance import Tolerance
 
@@ -38,17 +50,21 @@ DEFAULT_BUDGET_BYTES = 512 * 2**20
 @dataclass(frozen=True)
 class Divergence:
     kind: str                  # "fold site" or "onnx node"
-    module: str                # the module whose output diverges, in the checked model
-    reference: str             # the original model's module it is compared with
+    module: str                # the module whose output diverges, in the checked model ("" for an ONNX oracle)
+    reference: str             # the original model's module it is compared with ("" for an ONNX oracle)
     node: str | None = None    # ONNX node name and op type, for kind == "onnx node"
     op_type: str | None = None
     fold_site: str | None = None   # "norm -> producer" when the module absorbed a norm
     max_abs: float = 0.0
     allowed: float = 0.0
+    tensor: str | None = None  # the diverging tensor, with an ONNX oracle
 
     def describe(self) -> str:
-        where = f"ONNX node {self.node} ({self.op_type}), module {self.module}" if self.kind == "onnx node" \
-            else f"fold site {self.fold_site}"
+        if self.kind == "onnx node":
+            owner = f"module {self.module}" if self.module else f"tensor {self.tensor}"
+            where = f"ONNX node {self.node} ({self.op_type}), {owner}"
+        else:
+            where = f"fold site {self.fold_site}"
         against = "" if self.reference == self.module else f" (compared with {self.reference}'s output)"
         site = f"; fold site {self.fold_site}" if self.fold_site and self.kind == "onnx node" else ""
         return (f"first divergence: {where}{against}{site}: max_abs {self.max_abs:.3g} > allowed "
@@ -106,16 +122,42 @@ def first_onnx_node(original: nn.Module, proto, inputs: tuple[torch.Tensor, ...]
     feed = tuple(t.detach().cpu().to(dtype).numpy() for t in inputs)
 
     def got(chunk):
-        probe = copy.deepcopy(proto)
-        existing = {o.name for o in probe.graph.output}
-        for c in chunk:
-            if c.key not in existing:
-                probe.graph.output.add(name=c.key)
         names = [c.key for c in chunk]
-        values = run_session(open_session(probe.SerializeToString(), provider), feed, names)
+        values = run_session(open_session(with_outputs(proto, names).SerializeToString(), provider), feed, names)
         return dict(zip(names, values))
 
     return _scan(original, inputs, candidates, dtype, got, "onnx node", budget_bytes)
+
+
+def first_shared_tensor(oracle, checked, batch: tuple[np.ndarray, ...], np_dtype, provider: str = "cpu",
+                        budget_bytes: int = DEFAULT_BUDGET_BYTES) -> Divergence | None:
+    """The first tensor both graphs produce whose value in ``checked`` leaves an ONNX oracle's, or None.
+
+    ``oracle``: an OnnxOracle (the original graph); ``checked``: the ModelProto under test.
+    """
+    producer = {out: node for node in checked.graph.node for out in node.output if out}
+    order = list(dict.fromkeys(out for node in oracle.proto.graph.node for out in node.output if out in producer))
+    if not order:
+        return None
+    truth = dict(zip(order, oracle.run(batch, order)))
+    sizes = {k: v.size for k, v in truth.items() if np.issubdtype(v.dtype, np.floating)}
+    candidates = [_Candidate(key=name, module="", reference=name) for name in order if name in sizes]
+    rule = Tolerance()
+    for chunk in _chunks(candidates, sizes, budget_bytes):
+        names = [c.key for c in chunk]
+        ref = oracle.reference(batch, np_dtype, names=names, provider=provider)
+        got = run_session(open_session(with_outputs(checked, names).SerializeToString(), provider), batch, names)
+        for name, r, g in zip(names, ref, got):
+            o = truth[name]
+            g = np.asarray(g, dtype=np.float64)
+            if g.shape != o.shape or r.shape != o.shape:
+                continue  # not the same value after all
+            stats = ErrorStats.of(o, g)
+            allowed = rule.allowed(float(np.abs(r - o).max(initial=0.0)), stats.scale, np_dtype)
+            if not stats.max_abs <= allowed:
+                node = producer[name]
+                return Divergence("onnx node", "", "", node.name, node.op_type, None, stats.max_abs, allowed, name)
+    return None
 
 
 def onnx_candidates(proto, report: FoldReport | None, module_names: set[str]) -> list[_Candidate]:

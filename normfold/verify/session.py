@@ -37,8 +37,9 @@ def provider_name(short: str) -> str:
         raise SessionError(f"unknown provider {short!r}; choose from {', '.join(PROVIDERS)}") from None
 
 
-def open_session(model: str | os.PathLike | bytes, provider: str = "cpu", *, optimization: str = "all"):
-    """An InferenceSession on one provider, from a file or serialized bytes.
+def open_session(model: str | os.PathLike | bytes, provider: str = "cpu", *, optimization: str = "all",
+                 where: str | None = None):
+    """An InferenceSession on one provider, from a file or serialized bytes (``where`` names them in errors).
 
     ``optimization`` is 'disable', 'basic', 'extended' or 'all'. A session that
     did not get the requested provider is an error, never a silent fallback.
@@ -50,9 +51,9 @@ def open_session(model: str | os.PathLike | bytes, provider: str = "cpu", *, opt
         path = Path(model)
         if not path.is_file():
             raise SessionError(f"ONNX file {path} does not exist")
-        model, where = str(path), str(path)
+        model, where = str(path), where or str(path)
     else:
-        where = "the ONNX model"
+        where = where or "the ONNX model"
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization])

@@ -57,13 +57,13 @@ class Tolerance:
             return (self.atol or 0.0) + (self.rtol or 0.0) * scale
         return K * ref_error + floor(scale, dtype)
 
-    def describe(self, dtype=np.float32) -> str:
+    def describe(self, dtype=np.float32, oracle: str = "original model in float64") -> str:
         if self.explicit:
-            return f"max_abs <= {self.atol or 0.0:g} + {self.rtol or 0.0:g} * max|oracle|"
+            return f"max_abs <= {self.atol or 0.0:g} + {self.rtol or 0.0:g} * max|oracle|; oracle = {oracle}"
         name = np.dtype(dtype).name
         return (
             f"max_abs <= {K:g} * ({name} original's error) + {floor(1.0, dtype):.2g} * max|oracle|"
-            f"; oracle = original model in float64"
+            f"; oracle = {oracle}"
         )
 
 

@@ -8,7 +8,18 @@ import pytest
 from normfold.bench.session import cuda_unavailable_reason
 from normfold.cli import main
 
-from .test_harness import _fixed_batch_onnx_bytes
+from .test_harness import SAMPLE_SHAPE, _fixed_batch_onnx_bytes
+
+
+def _relu_onnx_bytes(shape, repeats: int = 1) -> bytes:
+    """``repeats`` Relu nodes in a row on an input declared as ``shape`` (ints or symbolic names)."""
+    from onnx import TensorProto, helper
+
+    names = ["x"] + [f"y{i}" for i in range(repeats)]
+    nodes = [helper.make_node("Relu", [a], [b]) for a, b in zip(names, names[1:])]
+    graph = helper.make_graph(nodes, "relus", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info(names[-1], TensorProto.FLOAT, shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=9).SerializeToString()
 
 FAST = ["--rounds", "2", "--runs-per-round", "2", "--warmup", "1", "--creation-repeats", "1",
         "--opt-levels", "all", "--providers", "cpu"]
@@ -79,9 +90,34 @@ def test_bad_arguments_exit_2(onnx_file, extra, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_onnx_only_needs_an_input_shape(onnx_file, capsys):
-    assert main(["bench", str(onnx_file), *FAST]) == 2
-    assert "--input-shape" in capsys.readouterr().err
+def test_onnx_only_takes_the_input_shape_from_the_file(onnx_file, tmp_path, capsys):
+    js = tmp_path / "r.json"
+    assert main(["bench", str(onnx_file), *FAST, "--json", str(js)]) == 0
+    data = json.loads(js.read_text())
+    assert data["sample_shape"] == list(SAMPLE_SHAPE)
+    assert [(r["variant"], r["batch_size"]) for r in data["results"]] == [("fixed", 1)]
+
+
+def test_onnx_only_with_symbolic_dims_needs_an_input_shape(tmp_path, capsys):
+    path = tmp_path / "symbolic.onnx"
+    path.write_bytes(_relu_onnx_bytes(["n", 3, "h", "w"]))
+    assert main(["bench", str(path), *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "symbolic axis 2 (h), axis 3 (w)" in err[0] and "--input-shape" in err[0]
+    assert main(["bench", str(path), *FAST, "--input-shape", "2,3,5,7", "--json", str(tmp_path / "r.json")]) == 0
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["sample_shape"] == [3, 5, 7] and data["results"][0]["batch_size"] == 2
+
+
+def test_two_files_are_timed_side_by_side_and_compared_with_the_first(tmp_path):
+    first, second = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    first.write_bytes(_relu_onnx_bytes(["n", *SAMPLE_SHAPE]))
+    second.write_bytes(_relu_onnx_bytes(["n", *SAMPLE_SHAPE], repeats=3))
+    js = tmp_path / "r.json"
+    assert main(["bench", str(first), str(second), *FAST, "--batch-sizes", "1,2", "--json", str(js)]) == 0
+    data = json.loads(js.read_text())
+    assert sorted((r["variant"], r["batch_size"]) for r in data["results"]) == [("a", 1), ("a", 2), ("b", 1), ("b", 2)]
+    assert [(r["numerator"], r["denominator"], r["batch_size"]) for r in data["ratios"]] == [("b", "a", 1), ("b", "a", 2)]
 
 
 def test_missing_onnx_file_exits_2(tmp_path, capsys):

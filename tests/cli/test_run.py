@@ -16,26 +16,12 @@ MODEL_FILE = textwrap.dedent('''
     from torch import nn
 
 
-    class WrongMapNorm(nn.Module):
-        """Adds 1 in forward but claims the identity as its frozen map: folding it is wrong."""
-
-        def forward(self, x):
-            return x + 1.0
-
-        def inference_affine(self):
-            return torch.ones(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
-
-
     def tiny():
         torch.manual_seed(0)
         bn = nn.BatchNorm2d(4)
         bn.running_mean.uniform_(-1, 1)
         bn.running_var.uniform_(0.5, 2)
         return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), bn, nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
-
-
-    def wrong():
-        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), WrongMapNorm())
 
 
     def raises():
@@ -68,11 +54,12 @@ def test_run_passes_and_writes_files_and_json(model_file, tmp_path, capsys):
     assert "PASS" in text and "1 folded, 0 skipped" in text
 
 
-def test_run_exits_1_when_the_fold_is_wrong(model_file, tmp_path, capsys):
-    code = main(["run", f"{model_file}:wrong", "--input-shape", "1,3,8,8", "--out", str(tmp_path / "out")])
+def test_run_exits_1_when_the_fold_is_wrong(model_file, tmp_path, capsys, wrong_fold):
+    wrong_fold("0.weight", 2, 1.01)   # the folded conv, 1% off on one output channel
+    code = main(["run", f"{model_file}:tiny", "--input-shape", "1,3,8,8", "--out", str(tmp_path / "out")])
     text = capsys.readouterr().out
     assert code == 1, text
-    assert "FAIL" in text
+    assert "FAIL" in text and "fold site 1 -> 0" in text
 
 
 @pytest.mark.parametrize(
@@ -125,3 +112,15 @@ def test_console_script_runs_the_default_model(tmp_path):
     assert report["model"] == "resnet18-iternorm"
     assert len(report["fold"]["folded"]) == 20 and report["fold"]["skipped"] == []
     assert "MatMul" in report["op_counts"]["unfolded"] and "MatMul" not in report["op_counts"]["folded"]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("short reason", "short reason"),
+    ("TraceError: Proxy object cannot be iterated. " + "More words. " * 20 + "(at tasks.py:163 in forward: f(x))",
+     "TraceError: Proxy object cannot be iterated. (at tasks.py:163 in forward: f(x))"),
+    ("y" * 200, "y" * 160 + " ..."),
+], ids=["short", "sentence-and-location", "no-sentence"])
+def test_a_long_reason_is_shown_briefly(text, expected):
+    from normfold.cli._common import brief
+
+    assert brief(text) == expected

@@ -74,18 +74,22 @@ ODD_MODEL = textwrap.dedent('''
         def forward(self, x):
             return torch.relu(super().forward(x))
 
-    class Untraceable(nn.Module):
+    class Gate(nn.Module):
+        def forward(self, y):
+            return y if y.mean() > 0 else -y
+
+    class Odd(nn.Module):
         def __init__(self):
             super().__init__()
             self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), BNAct(4))
+            self.gate = Gate()
 
         def forward(self, x):
-            y = self.body(x)
-            return y if y.mean() > 0 else -y
+            return self.gate(self.body(x))
 
     def build():
         torch.manual_seed(0)
-        model = Untraceable().train()
+        model = Odd().train()
         with torch.no_grad():
             model(torch.randn(8, 3, 6, 6))
         return model.eval()
@@ -98,7 +102,7 @@ def test_inspect_shows_the_probe_and_trace_reasons(tmp_path, capsys):
     assert main(["inspect", f"{path}:build", "--input-shape", "1,3,6,6"]) == 0
     out = capsys.readouterr().out
     assert "norms  2: 1 folded, 1 skipped" in out
-    assert "parts  1 untraced (the model's own forward" in out
+    assert "parts  1 torch.fx could not trace: what they call is folded where it traces" in out
     assert "folded  body.1 -> body.0 (backward" in out
     assert "skipped body.3: BNAct.forward differs from its batch-norm map by" in out
-    assert "untraced (the model itself): TraceError" in out and "if y.mean() > 0" in out
+    assert "untraced gate: TraceError" in out and "if y.mean() > 0" in out

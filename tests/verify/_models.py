@@ -26,17 +26,6 @@ class TinyNet(nn.Module):
         return self.fc(self.pool(x).flatten(1))
 
 
-class WrongMapNorm(nn.BatchNorm2d):
-    """A batch norm whose claimed frozen map has channel 3's scale off by 1%: folding it is wrong."""
-
-    def inference_affine(self):
-        a = (self.running_var.double() + self.eps).rsqrt() * self.weight.double()
-        c = self.bias.double() - a * self.running_mean.double()
-        a = a.clone()
-        a[3] *= 1.01
-        return a, c
-
-
 def _built(model: nn.Module, channels: int = 3) -> nn.Module:
     return populate(model, (4, channels, *SHAPE[2:]), steps=3, seed=0).eval()
 
@@ -49,13 +38,6 @@ def tiny_bn() -> nn.Module:
 def tiny_gn() -> nn.Module:
     torch.manual_seed(0)
     return _built(TinyNet("gn"))
-
-
-def tiny_wrong_fold() -> nn.Module:
-    torch.manual_seed(0)
-    model = TinyNet("bn")
-    model.bn2 = WrongMapNorm(16)
-    return _built(model)
 
 
 def tiny_one_channel() -> nn.Module:

@@ -36,3 +36,4 @@ def perturbed(src, dst, initializer: str, factor: float) -> Path:
         raise AssertionError(f"{initializer} not in {[i.name for i in proto.graph.initializer]}")
     onnx.save(proto, str(dst))
     return Path(dst)
+

@@ -78,7 +78,7 @@ def fold(model: nn.Module, example_inputs: Any, *, densify: bool = False, clone_
         warnings.warn(f"normfold.fold: {report.warnings[0]}{more}", stacklevel=2)
 
     work = bake_weights(copy.deepcopy(model).eval())
-    norms = _norm_layers(work)
+    norms = {name: work.get_submodule(name) for name in _norm_layers(work)}
     calls = Calls(work, args)
     call = bind_call(work, args)
     folded = fold_module(work, call if isinstance(call, dict) else None, args, report,
@@ -99,14 +99,17 @@ def _norm_layers(model: nn.Module) -> list[str]:
     return [n for n in names if not nested(n)]
 
 
-def _account(norms: list[str], report: FoldReport, calls: Calls) -> None:
+def _account(norms: dict[str, nn.Module], report: FoldReport, calls: Calls) -> None:
     """Report every norm layer the pass did not reach, with the reason."""
     reported = {f.norm for f in report.folded} | {s.norm for s in report.skipped}
-    for name in norms:
+    for name, module in norms.items():
         if name in reported or any(n.startswith(name + "[call ") for n in reported):
             continue
         inside = max((p for p in report.untraced if p == "" or name.startswith(p + ".")), key=len, default=None)
-        if inside is None:
+        never = not_foldable_reason(module)
+        if never is not None:
+            reason = f"{type(module).__name__} is not foldable: {never}"
+        elif inside is None:
             reason = "not called in the traced forward"
         else:
             where = "called from the model's own forward" if inside == "" else f"inside {inside}"

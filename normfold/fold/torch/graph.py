@@ -86,10 +86,14 @@ class FoldPass:
             self._forward(chain)
         for node in norms:
             if node in unfoldable:
-                self.report.skipped.append(Skipped(self.names[node], unfoldable[node]))
+                reason = unfoldable[node]
             elif node not in self.done:
                 reason = f"backward: {self.why_back.get(node, '?')}; forward: {self.why_fwd.get(node, '?')}"
-                self.report.skipped.append(Skipped(self.names[node], reason))
+            else:
+                continue
+            for split in splits:   # a composite's norm part is named by the composite
+                reason = reason.replace(split.norm_target, split.target)
+            self.report.skipped.append(Skipped(self.names[node], reason))
         restore_unfolded(self.gm, splits, self.done)
 
     def _map_of(self, node: fx.Node) -> str | None:
@@ -121,7 +125,7 @@ class FoldPass:
     def _backward(self, chain: list[fx.Node]) -> None:
         reasons = {}
         for j in range(len(chain), 0, -1):
-            reasons[j] = self._guarded(self._try_backward, chain[:j])
+            reasons[j] = self._attempt(self._plan_backward, self._apply_backward, chain[:j])
             if reasons[j] is None:
                 break
         else:
@@ -131,21 +135,25 @@ class FoldPass:
 
     def _forward(self, chain: list[fx.Node]) -> None:
         for i in range(len(chain)):
-            why = self._guarded(self._try_forward, chain[i:])
+            why = self._attempt(self._plan_forward, self._apply_forward, chain[i:])
             if why is None:
                 return
             self.why_fwd[chain[i]] = why
 
     @staticmethod
-    def _guarded(attempt, nodes: list[fx.Node]) -> str | None:
-        """A rule that fails on a layer it matched refuses the site (it runs before any surgery)."""
+    def _attempt(plan, apply, nodes: list[fx.Node]) -> str | None:
+        """Plan the fold (no surgery: a rule failing on a layer it matched refuses the site), then apply it."""
         try:
-            return attempt(nodes)
+            planned = plan(nodes)
         except Exception as exc:
             return f"the fold rule failed: {describe(exc)}"
+        if isinstance(planned, str):
+            return planned
+        apply(nodes, *planned)
+        return None
 
     # ---- backward ----------------------------------------------------------------------------
-    def _try_backward(self, nodes: list[fx.Node]) -> str | None:
+    def _plan_backward(self, nodes: list[fx.Node]) -> tuple | str:
         flow = inflow(nodes[0], self.modules, lambda m: rule_for(BACKWARD, m) is not None)
         if isinstance(flow, str):
             return flow
@@ -168,7 +176,9 @@ class FoldPass:
             if isinstance(rewrite, str):
                 return rewrite if len(flow.branches) == 1 else f"{branch.layer.target}: {rewrite}"
             planned.append((branch, rule, rewrite))
+        return flow, planned
 
+    def _apply_backward(self, nodes: list[fx.Node], flow: Inflow, planned: list) -> None:
         targets, notes = [], [flow.describe()]
         for branch, rule, rewrite in planned:
             notes.append(rewrite.note)
@@ -183,7 +193,6 @@ class FoldPass:
         nodes[-1].replace_all_uses_with(nodes[0].args[0])
         self._record(nodes, ", ".join(targets), "+".join(dict.fromkeys(r.name for _, r, _ in planned)),
                      "backward", notes)
-        return None
 
     def _branch_maps(self, flow: Inflow, m: ChannelMap) -> list[ChannelMap] | str:
         if len(flow.branches) == 1:
@@ -206,7 +215,7 @@ class FoldPass:
         return target
 
     # ---- forward -----------------------------------------------------------------------------
-    def _try_forward(self, nodes: list[fx.Node]) -> str | None:
+    def _plan_forward(self, nodes: list[fx.Node]) -> tuple | str:
         tail = nodes[-1]
         found = walk_down(tail, self.modules)
         if isinstance(found, str):
@@ -228,28 +237,26 @@ class FoldPass:
         rewrite = rule.rewrite(site) if why is None else why
         if isinstance(rewrite, str):
             return rewrite
-        source = nodes[0].args[0]
+        shift = None
         if rewrite.shift is not None:
-            source = self._insert_shift(source, nodes[0], str(consumer.target), rewrite, module.weight.dtype)
-            if isinstance(source, str):
-                return source
-        tail.replace_all_uses_with(source)
+            rank = len(shape_of(nodes[0].args[0]) or (0, 0))
+            shift, why = cast(rewrite.shift.reshape(1, -1, *([1] * (rank - 2))), module.weight.dtype)
+            if why is not None:
+                return f"the input shift x - nu does not fit: {why}"
+        return consumer, path, rule, rewrite, shift
+
+    def _apply_forward(self, nodes: list[fx.Node], consumer: fx.Node, path: list[fx.Node], rule, rewrite: Rewrite,
+                       shift: torch.Tensor | None) -> None:
+        source = nodes[0].args[0]
+        if shift is not None:   # x - nu before the first norm, nu shaped for the norm's input
+            name = self._free_name(f"{str(consumer.target).replace('.', '_')}_shift")
+            self.gm.register_buffer(name, shift.to(rewrite.module.weight.device))
+            with self.gm.graph.inserting_before(nodes[0]):
+                source = self.gm.graph.call_function(operator.sub, (source, self.gm.graph.get_attr(name)))
+        nodes[-1].replace_all_uses_with(source)
         notes = [f"through {', '.join(what(n) for n in path)}" if path else "", rewrite.note]
         target = self._place(consumer, rewrite.module, notes)
         self._record(nodes, target, rule.name, "forward", notes)
-        return None
-
-    def _insert_shift(self, source: Any, first: fx.Node, consumer: str, rewrite: Rewrite, dtype: torch.dtype) -> Any:
-        """``source - nu`` before the first norm, ``nu`` shaped for the norm's input."""
-        rank = len(shape_of(first.args[0]) or (0, 0))
-        nu, why = cast(rewrite.shift.reshape(1, -1, *([1] * (rank - 2))), dtype)
-        if why is not None:
-            return f"the input shift x - nu does not fit: {why}"
-        name = self._free_name(f"{consumer.replace('.', '_')}_shift")
-        self.gm.register_buffer(name, nu.to(rewrite.module.weight.device))
-        with self.gm.graph.inserting_before(first):
-            attr = self.gm.graph.get_attr(name)
-            return self.gm.graph.call_function(operator.sub, (source, attr))
 
     # ---- surgery -----------------------------------------------------------------------------
     def _place(self, node: fx.Node, module: nn.Module, notes: list[str]) -> str:

@@ -1,0 +1,389 @@
+"""The ONNX-graph pass: chain the norm-like sites, hand them to the fold rules, do the surgery.
+
+The pass knows no algebra: sites and their maps come from ``sites.py``, the
+new weights from the rules; here chains are composed and the graph edited.
+
+1. Chains: consecutive sites of one run whose maps compose (the same axis, or
+   scalars), each feeding only the next. A site without a map (its reason is
+   reported) ends a chain.
+2. Backward: fold the longest prefix of each chain into the layer that
+   produces its input (always exact). Safety: that output feeds only the
+   chain and is no graph output; the layer's weight is a stored constant, not
+   a graph input, read by no other node.
+3. Forward: fold the longest suffix of what is left into the one layer that
+   reads its output (Shape/Size readers, which see only the shape, are moved
+   to the chain's input).
+4. Every site not folded is reported with the reason each direction failed.
+
+Names: a layer that absorbs a backward chain writes the chain's output tensor
+(same name, same values); every tensor whose values change gets a new name,
+and every node that is not rewritten keeps its name and outputs, so the
+folded graph can be compared with the original tensor by tensor.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import torch
+
+from ..algebra import cast
+from ..report import FoldReport, Folded, Skipped
+from .graph import ONNX_DOMAINS, constant, describe_users, float64, label, op_version, unknown_version, users
+from .maps import AxisMap
+from .rules import BACKWARD, FORWARD, Layer, Rewrite, Site, rule_for
+from .shapes import Shapes
+from .sites import Finder, NormSite
+
+TORCH_DTYPES = {ir.DataType.FLOAT: torch.float32, ir.DataType.FLOAT16: torch.float16, ir.DataType.DOUBLE: torch.float64}
+NUMPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64}
+SHAPE_READERS = ("Shape", "Size")
+
+
+class OnnxPass:
+    def __init__(self, model: ir.Model, shapes: Shapes, report: FoldReport, *, densify: bool = False):
+        self.model, self.graph, self.shapes, self.report = model, model.graph, shapes, report
+        self.densify = densify
+        self.opsets = dict(self.graph.opset_imports)
+        self.opset = self.opsets.get("", self.opsets.get("ai.onnx"))
+        self.names = _all_names(self.graph)
+        self.why_back: dict[int, str] = {}
+        self.why_fwd: dict[int, str] = {}
+        self.done: set[int] = set()
+        self.regions_folded = 0
+
+    # ---- chains ------------------------------------------------------------------------------
+    def run(self) -> None:
+        runs = Finder(self.graph, self.shapes, self.opsets).runs()
+        chains, refused, order = [], [], []
+        for segments in runs:
+            current: list[NormSite] = []
+            composed: AxisMap | None = None
+            for seg in segments:
+                if seg is not None and seg.norm_like:
+                    order.append(seg)
+                if seg is None or seg.map is None:
+                    if seg is not None and seg.norm_like:
+                        refused.append(seg)
+                    chains.append(current)
+                    current, composed = [], None
+                    continue
+                joined = composed.then(seg.map) if composed is not None else seg.map
+                if joined is None:  # another axis: a new chain
+                    chains.append(current)
+                    current, joined = [], seg.map
+                current.append(seg)
+                composed = joined
+            chains.append(current)
+        chains = [c for c in (_trimmed(c) for c in chains) if c]
+        for chain in chains:
+            self._backward(chain)
+        for chain in chains:
+            rest = [s for s in chain if id(s) not in self.done]
+            if any(s.norm_like for s in rest):
+                self._forward(_trimmed(rest))
+        refused_ids = {id(s) for s in refused}
+        for site in order:
+            if id(site) in refused_ids:
+                self.report.skipped.append(Skipped(site.name, site.reason))
+            elif id(site) not in self.done:
+                back = self.why_back.get(id(site), "?")
+                fwd = self.why_fwd.get(id(site), "?")
+                self.report.skipped.append(Skipped(site.name, f"backward: {back}; forward: {fwd}"))
+
+    def _backward(self, chain: list[NormSite]) -> None:
+        reasons = {}
+        for j in range(len(chain), 0, -1):
+            if not chain[j - 1].norm_like:
+                continue
+            reasons[j] = self._try_backward(chain[:j])
+            if reasons[j] is None:
+                return self._note_reasons(chain[j:], reasons, self.why_back, offset=j)
+        self._note_reasons(chain, reasons, self.why_back, offset=0)
+
+    def _note_reasons(self, sites, reasons, into, offset):
+        for i, site in enumerate(sites, start=offset):
+            shortest = min((k for k in reasons if k > i), default=None)
+            if shortest is not None:
+                into[id(site)] = reasons[shortest]
+
+    def _forward(self, chain: list[NormSite]) -> None:
+        for i in range(len(chain)):
+            if not chain[i].norm_like:
+                continue
+            why = self._try_forward(chain[i:])
+            if why is None:
+                return
+            self.why_fwd[id(chain[i])] = why
+            for later in chain[i + 1:]:
+                self.why_fwd.setdefault(id(later), why)
+
+    # ---- backward ----------------------------------------------------------------------------
+    def _try_backward(self, sites: list[NormSite]) -> str | None:
+        value = sites[0].input
+        producer = value.producer()
+        if producer is None:
+            return f"its input is {_source(value)}, not the output of a Conv/ConvTranspose/Gemm/MatMul"
+        rule = rule_for(BACKWARD, producer) if producer.domain in ONNX_DOMAINS else None
+        if rule is None:
+            return f"its input comes from {label(producer)} ({producer.op_type}), not a Conv/ConvTranspose/Gemm/MatMul"
+        readers = users(value)
+        if value.is_graph_output() or readers != [sites[0].nodes[0]]:
+            return f"the output of {label(producer)} also feeds {describe_users(value)}"
+        layer = self._layer(producer, value.name)
+        if isinstance(layer, str):
+            return layer
+        rewrite = self._rewrite(rule, layer, sites)
+        if isinstance(rewrite, str):
+            return rewrite
+        tensors = self._tensors(layer, rewrite)
+        if isinstance(tensors, str):
+            return tensors
+        tail = sites[-1].output
+        node = self._install(layer, rewrite, tensors)
+        out = node.outputs[0]
+        if tensors.get("bias_after") is not None:
+            out.name = self._fresh(f"{label(node)}_out")
+            out = self._add_after(node, tensors["bias_after"])
+        tail.replace_all_uses_with(out, replace_graph_outputs=True)
+        self.graph.remove([n for s in sites for n in s.nodes], safe=True)
+        _take_name(out, tail)
+        self._record(sites, node, rule.name, "backward", rewrite.note)
+        return None
+
+    # ---- forward -----------------------------------------------------------------------------
+    def _try_forward(self, sites: list[NormSite]) -> str | None:
+        tail = sites[-1].output
+        if tail.is_graph_output():
+            return "its output is a graph output"
+        readers = users(tail)
+        shape_only = [n for n in readers if n.domain in ONNX_DOMAINS and n.op_type in SHAPE_READERS]
+        others = [n for n in readers if n not in shape_only]
+        if len(others) != 1:
+            return f"its output feeds {len(others)} nodes ({describe_users(tail)})"
+        consumer = others[0]
+        rule = rule_for(FORWARD, consumer) if consumer.domain in ONNX_DOMAINS else None
+        if rule is None:
+            return f"its output feeds {label(consumer)} ({consumer.op_type}), not a Conv/Gemm/MatMul"
+        if consumer.inputs[0] is not tail:
+            return f"its output is not the data input of {label(consumer)}"
+        layer = self._layer(consumer, tail.name)
+        if isinstance(layer, str):
+            return layer
+        rewrite = self._rewrite(rule, layer, sites)
+        if isinstance(rewrite, str):
+            return rewrite
+        tensors = self._tensors(layer, rewrite)
+        if isinstance(tensors, str):
+            return tensors
+        source = sites[0].input
+        if rewrite.shift is not None:
+            rank = layer.weight.dim()  # a Conv's input has the rank of its weight
+            nu, why = cast(rewrite.shift.reshape(1, -1, *[1] * (rank - 2)), tensors["dtype"], "the input shift nu")
+            if why is not None:
+                return why
+            sub = ir.node("Sub", [source, self._initializer(f"{label(consumer)}_shift", nu)],
+                          name=self._fresh(f"{label(consumer)}_shift"))
+            sub.outputs[0].name = self._fresh(f"{label(consumer)}_shifted")
+            self.graph.insert_before(consumer, sub)
+            data = sub.outputs[0]
+        else:
+            data = source
+        for reader in shape_only:
+            for i, v in enumerate(reader.inputs):
+                if v is tail:
+                    reader.replace_input_with(i, source)
+        consumer.replace_input_with(0, data)
+        node = self._install(layer, rewrite, tensors)
+        if tensors.get("bias_after") is not None:
+            self._bias_after_forward(node, tensors["bias_after"])
+        self.graph.remove([n for s in sites for n in s.nodes], safe=True)
+        self._record(sites, node, rule.name, "forward", rewrite.note)
+        return None
+
+    def _bias_after_forward(self, node: ir.Node, bias: torch.Tensor) -> None:
+        """Add the bias a forward MatMul fold leaves: into the Add that follows, else as a new Add."""
+        out = node.outputs[0]
+        add = users(out)[0] if len(users(out)) == 1 and not out.is_graph_output() else None
+        if add is not None and add.domain in ONNX_DOMAINS and add.op_type == "Add":
+            k_index = 1 if add.inputs[0] is out else 0
+            k = constant(add.inputs[k_index])
+            rank = self.shapes.rank(out.name) if self.shapes.rank(out.name) is not None else 0
+            if k is not None and k.ndim <= rank and all(d == 1 for d in k.shape[:-1]):
+                merged = torch.from_numpy(np.asarray(k, dtype=np.float64)) + bias
+                value, why = cast(merged, TORCH_DTYPES[add.inputs[k_index].dtype], "the merged bias")
+                if why is None:
+                    add.replace_input_with(k_index, self._initializer(f"{add.inputs[k_index].name}_folded", value))
+                    out.name = self._fresh(f"{label(node)}_out")
+                    return
+        name = out.name
+        readers = [(u.node, u.idx) for u in out.uses()]
+        outputs = [i for i, v in enumerate(self.graph.outputs) if v is out]
+        out.name = self._fresh(f"{label(node)}_out")
+        added = self._add_after(node, bias)
+        for reader, index in readers:
+            reader.replace_input_with(index, added)
+        for i in outputs:
+            self.graph.outputs[i] = added
+        _take_name(added, out)
+        added.name = name
+
+    # ---- layers and tensors ------------------------------------------------------------------
+    def _layer(self, node: ir.Node, value_name: str) -> Layer | str:
+        why = unknown_version(node, op_version(node, self.opsets), self.opset)
+        if why is not None:
+            return why
+        index_w = 1
+        if node.op_type == "MatMul" and constant(node.inputs[1]) is None:
+            return f"{label(node)} (MatMul) has no stored constant right operand (x @ W) to fold into"
+        w_value = node.inputs[index_w] if len(node.inputs) > index_w else None
+        why = _stored(node, w_value, "weight")
+        if why is not None:
+            return why
+        bias_value = node.inputs[2] if node.op_type in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) > 2 else None
+        if bias_value is not None:
+            why = _stored(node, bias_value, "bias", shared_ok=True)
+            if why is not None:
+                return why
+        weight = float64(w_value)
+        if node.op_type == "MatMul" and weight.dim() != 2:
+            return f"the weight of {label(node)} (MatMul) has shape {list(weight.shape)}, not a (K, M) matrix"
+        if TORCH_DTYPES.get(w_value.dtype) is None:
+            return f"the weight of {label(node)} is {w_value.dtype}, not float16/32/64"
+        bias = float64(bias_value) if bias_value is not None else None
+        return Layer(node, label(node), weight, bias, self.shapes.of(value_name))
+
+    def _rewrite(self, rule, layer: Layer, sites: list[NormSite]) -> Rewrite | str:
+        m = _compose(sites)
+        if m is None:
+            return "the chain's maps act on different axes"
+        site = Site(layer, m, self.densify)
+        why = rule.check(site)
+        return why if why is not None else rule.rewrite(site)
+
+    def _tensors(self, layer: Layer, rewrite: Rewrite) -> dict | str:
+        """The rewrite's tensors cast once to the layer's dtype, or why they do not fit."""
+        dtype = TORCH_DTYPES[layer.node.inputs[1].dtype]
+        out: dict = {"dtype": dtype}
+        for key, t, what in (("weight", rewrite.weight, "the folded weight"), ("bias", rewrite.bias, "the folded bias"),
+                             ("bias_after", rewrite.bias_after, "the folded bias")):
+            if t is None:
+                continue
+            value, why = cast(t, dtype, f"{what} of {layer.name}")
+            if why is not None:
+                return why
+            out[key] = value
+        return out
+
+    def _install(self, layer: Layer, rewrite: Rewrite, tensors: dict) -> ir.Node:
+        """Put the new weight, bias and attributes on the layer (a MatMul with a bias and a
+        rank-2 input becomes a Gemm); returns the node that now computes the layer."""
+        node = layer.node
+        weight = self._initializer(f"{node.inputs[1].name}_folded", tensors["weight"])
+        if node.op_type == "MatMul" and tensors.get("bias_after") is not None and self.shapes.rank(node.inputs[0].name) == 2:
+            bias = self._initializer(f"{node.inputs[1].name}_bias", tensors.pop("bias_after"))
+            gemm = ir.node("Gemm", [node.inputs[0], weight, bias], name=node.name or None)
+            self.graph.insert_before(node, gemm)
+            old = node.outputs[0]
+            old.replace_all_uses_with(gemm.outputs[0], replace_graph_outputs=True)
+            self.graph.remove(node, safe=True)
+            _take_name(gemm.outputs[0], old)
+            return gemm
+        bias_name = f"{node.inputs[1].name}_bias" if len(node.inputs) < 3 or node.inputs[2] is None else f"{node.inputs[2].name}_folded"
+        node.replace_input_with(1, weight)
+        if "bias" in tensors:
+            bias = self._initializer(bias_name, tensors["bias"])
+            if len(node.inputs) < 3:
+                node.resize_inputs(3)
+            node.replace_input_with(2, bias)
+        for name, value in rewrite.attributes.items():
+            node.attributes[name] = ir.convenience.convert_attribute(name, value)
+        return node
+
+    def _add_after(self, node: ir.Node, bias: torch.Tensor) -> ir.Value:
+        add = ir.node("Add", [node.outputs[0], self._initializer(f"{label(node)}_bias", bias)],
+                      name=self._fresh(f"{label(node)}_bias_add"))
+        self.graph.insert_after(node, add)
+        return add.outputs[0]
+
+    def _initializer(self, base: str, t: torch.Tensor) -> ir.Value:
+        value = ir.Value(name=self._fresh(base), const_value=ir.tensor(t.numpy().astype(NUMPY_DTYPES[t.dtype])))
+        self.graph.register_initializer(value)
+        return value
+
+    def _fresh(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.names:
+            name, k = f"{base}_{k}", k + 1
+        self.names.add(name)
+        return name
+
+    def _record(self, sites: list[NormSite], node: ir.Node, rule: str, direction: str, note: str) -> None:
+        norms = tuple(s.name for s in sites if s.norm_like)
+        layout = [s.name for s in sites if not s.norm_like]
+        notes = [note] + ([f"with the layout no-op {', '.join(layout)}"] if layout else [])
+        for site in sites:
+            self.done.add(id(site))
+            if site.kind == "region":
+                self.regions_folded += 1
+        for name in norms:
+            self.report.folded.append(Folded(name, label(node), direction, rule, norms, "; ".join(n for n in notes if n)))
+
+
+def _compose(sites: list[NormSite]) -> AxisMap | None:
+    out = sites[0].map
+    for s in sites[1:]:
+        out = out.then(s.map)
+        if out is None:
+            return None
+    return out
+
+
+def _trimmed(chain: list[NormSite]) -> list[NormSite]:
+    """The chain without layout no-ops at its ends (they are folded only between norms)."""
+    i, j = 0, len(chain)
+    while i < j and not chain[i].norm_like:
+        i += 1
+    while j > i and not chain[j - 1].norm_like:
+        j -= 1
+    return chain[i:j]
+
+
+def _stored(node: ir.Node, value: ir.Value | None, what: str, shared_ok: bool = False) -> str | None:
+    if value is None:
+        return f"{label(node)} has no {what}"
+    if value.is_graph_input():
+        return f"the {what} {value.name!r} of {label(node)} is a graph input: it can be replaced at run time"
+    if constant(value) is None:
+        producer = value.producer()
+        by = f" (by {label(producer)}, {producer.op_type})" if producer is not None else ""
+        return f"the {what} {value.name!r} of {label(node)} is computed in the graph{by}, not a stored constant"
+    others = [u.node for u in value.uses() if u.node is not node]
+    if others and not shared_ok:
+        return (f"the {what} {value.name!r} of {label(node)} is shared with {', '.join(label(n) for n in others)}, "
+                "which would not get the same fold")
+    return None
+
+
+def _source(value: ir.Value) -> str:
+    if value.is_graph_input():
+        return f"the graph input {value.name!r}"
+    if value.const_value is not None:
+        return f"the constant {value.name!r}"
+    return repr(value.name)
+
+
+def _take_name(value: ir.Value, old: ir.Value) -> None:
+    """``value`` replaces ``old`` (removed): its name, type and shape."""
+    value.name = old.name
+    if old.type is not None:
+        value.type = old.type
+    if old.shape is not None:
+        value.shape = old.shape
+
+
+def _all_names(graph: ir.Graph) -> set[str]:
+    names = {v.name for v in graph.inputs} | set(graph.initializers)
+    for node in graph.all_nodes():
+        names.add(node.name or "")
+        names.update(o.name for o in node.outputs if o.name)
+    return names

@@ -1,0 +1,96 @@
+"""What every part of the ONNX pass asks of an onnx-ir graph: constants, names, uses, op versions."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import torch
+
+ONNX_DOMAINS = ("", "ai.onnx")
+
+
+def label(node: ir.Node) -> str:
+    """The node's name; an unnamed node by its op and first output tensor."""
+    return node.name or f"{node.op_type}({node.outputs[0].name if node.outputs else ''})"
+
+
+def constant(value: ir.Value | None) -> np.ndarray | None:
+    """The value's stored tensor; None for anything computed or overridable (a graph input)."""
+    if value is None or value.const_value is None or value.is_graph_input():
+        return None
+    return value.const_value.numpy()
+
+
+def float64(value: ir.Value) -> torch.Tensor:
+    """A constant as a float64 tensor (the caller checked it is one)."""
+    return torch.from_numpy(np.asarray(constant(value), dtype=np.float64).copy())
+
+
+def users(value: ir.Value) -> list[ir.Node]:
+    """Every node reading ``value``, once per read, subgraphs included."""
+    return [use.node for use in value.uses()]
+
+
+def sole_user(value: ir.Value) -> ir.Node | None:
+    """The one node reading ``value`` (once), when nothing else does and it is not a graph output."""
+    readers = users(value)
+    if len(readers) != 1 or value.is_graph_output():
+        return None
+    return readers[0]
+
+
+def describe_users(value: ir.Value) -> str:
+    names = [f"{label(n)} ({n.op_type})" for n in users(value)]
+    if value.is_graph_output():
+        names.append("the graph output")
+    return ", ".join(names) or "nothing"
+
+
+def attr(node: ir.Node, name: str, default):
+    a = node.attributes.get(name)
+    return default if a is None else a.value
+
+
+def op_version(node: ir.Node, opsets: dict[str, int]) -> int | None:
+    """The version of the op's definition in force (its ``since_version``); None when ONNX has none."""
+    if node.domain not in ONNX_DOMAINS:
+        return None
+    opset = opsets.get("", opsets.get("ai.onnx"))
+    if opset is None:
+        return None
+    try:
+        return onnx.defs.get_schema(node.op_type, opset, "").since_version
+    except Exception:  # onnx.defs.SchemaError: no such op at this opset
+        return None
+
+
+def is_onnx(node: ir.Node, *op_types: str) -> bool:
+    return node.domain in ONNX_DOMAINS and node.op_type in op_types
+
+
+# The op versions (since_version) whose definition the pass was written against. A node of
+# another version (an older broadcast rule, a future redefinition) is not guessed at: its site is
+# skipped with the reason.
+_ELEMENTWISE = frozenset({7, 13, 14})
+_LATER = frozenset({13, 21, 23, 24, 25})
+KNOWN_VERSIONS: dict[str, frozenset[int]] = {
+    "Add": _ELEMENTWISE, "Sub": _ELEMENTWISE, "Mul": _ELEMENTWISE, "Div": _ELEMENTWISE,
+    "BatchNormalization": frozenset({7, 9, 14, 15}),
+    "Reshape": frozenset({5, 14, 19} | _LATER),
+    "Transpose": frozenset({1} | _LATER),
+    "Squeeze": frozenset({1, 11} | _LATER), "Unsqueeze": frozenset({1, 11} | _LATER),
+    "Flatten": frozenset({1, 9, 11} | _LATER),
+    "Identity": frozenset({1, 14, 16, 19} | _LATER),
+    "MatMul": frozenset({1, 9, 13}),
+    "Conv": frozenset({1, 11, 22}), "ConvTranspose": frozenset({1, 11, 22}),
+    "Gemm": frozenset({7, 9, 11, 13}),
+}
+
+
+def unknown_version(node: ir.Node, version: int | None, opset: int | None) -> str | None:
+    """Why the pass will not interpret this node's op version, or None when it knows it."""
+    if version in KNOWN_VERSIONS.get(node.op_type, ()):
+        return None
+    known = ", ".join(map(str, sorted(KNOWN_VERSIONS.get(node.op_type, ()))))
+    return (f"{label(node)} is {node.op_type}-{version} (opset {opset}), a version of the op this pass does not know "
+            f"(it knows {node.op_type}-{{{known}}})")

@@ -1,0 +1,105 @@
+"""The maps of single-node sites, read off the op's definition (exact, no probing).
+
+BatchNormalization (inference: ``training_mode`` 0), on axis 1:
+
+    y = scale (x - mean) / sqrt(var + eps) + B   =>   A = scale / sqrt(var + eps),  c = B - A mean
+
+``eps`` is the float32 attribute, promoted exactly to float64.
+
+Add/Sub/Mul/Div of the data ``x`` and a constant ``k``: numpy broadcasting
+aligns ``k``'s dims with the *last* dims of ``x``. The map acts on the one axis
+along which ``k`` has more than one element (``k`` of shape (C, 1, 1) on an
+(N, C, H, W) tensor: axis 1; ``k`` of shape (C,): axis 3, the width); a
+one-element ``k`` is a scalar map. Refused: a ``k`` that varies along two axes,
+or that would enlarge the output (a dim of ``x`` that is 1 where ``k``'s is not).
+
+    x + k: A = 1, c = k     x - k: A = 1, c = -k     k - x: A = -1, c = k
+    x * k: A = k, c = 0     x / k: A = 1 / k, c = 0  (k / x is not affine: not a site)
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import torch
+
+from ..algebra import ChannelMap
+from .graph import attr, constant, label
+from .maps import AxisMap
+from .shapes import Shapes
+
+BN_PARAMS = ("scale", "B", "input_mean", "input_var")
+
+
+def batchnorm(node: ir.Node, version: int, shapes: Shapes) -> AxisMap | str:
+    if attr(node, "training_mode", 0):
+        return "training_mode=1: it normalizes with each batch's own statistics, which no weight can hold"
+    if version == 7 and attr(node, "spatial", 1) != 1:
+        return "spatial=0: its statistics are per element, not per channel"
+    if any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):
+        return "its running mean/variance outputs are used"
+    params = []
+    for name, value in zip(BN_PARAMS, node.inputs[1:5]):
+        k = constant(value)
+        if k is None:
+            what = "a graph input" if value is not None and value.is_graph_input() else "computed in the graph"
+            return f"its {name} ({value.name if value is not None else 'missing'}) is {what}, not a stored constant"
+        params.append(np.asarray(k, dtype=np.float64).reshape(-1) if k.ndim <= 1 else None)
+    if any(p is None for p in params) or len({p.shape for p in params}) != 1:
+        return "its scale, B, mean and var are not all vectors of one length"
+    channels = params[0].shape[0]
+    x = node.inputs[0].name
+    if any(s is not None and (len(s) < 2 or s[1] not in (channels, None)) for s in shapes.every(x)):
+        return f"its input has shape {list(shapes.of(x))}, which does not have {channels} channels on axis 1"
+    scale, bias, mean, var = (torch.from_numpy(p) for p in params)
+    eps = float(np.float32(attr(node, "epsilon", 1e-5)))
+    denom = var + eps
+    bad = torch.nonzero(~(denom > 0) | ~torch.isfinite(denom)).flatten()
+    if len(bad):
+        i = int(bad[0])
+        return f"input_var + epsilon is {float(denom[i]):.4g} at channel {i}: not a positive finite variance"
+    a = scale / torch.sqrt(denom)
+    return AxisMap(ChannelMap.of(a, bias - a * mean), 1)
+
+
+def elementwise(node: ir.Node, data: int, shapes: Shapes) -> AxisMap | str:
+    x = node.inputs[data].name
+    k = np.asarray(constant(node.inputs[1 - data]), dtype=np.float64)
+    every = shapes.every(x)
+    if any(s is None for s in every):
+        return shapes.require(x, label(node)) or "its input's rank is unknown"
+    rank = len(every[0])
+    if k.ndim > rank:
+        return (f"its constant of shape {list(k.shape)} has more dims than its rank-{rank} input: "
+                "it broadcasts the output to a higher rank")
+    aligned = (1,) * (rank - k.ndim) + k.shape
+    varying = [i for i, d in enumerate(aligned) if d != 1]
+    for shape in every:
+        for i in varying:
+            if shape[i] is None:
+                why = shapes.require(x, label(node))
+                if why is not None:
+                    return why
+            if shape[i] not in (aligned[i], None):
+                return (f"its constant of shape {list(k.shape)} broadcasts axis {i} of its {list(shape)} input "
+                        f"from {shape[i]} to {aligned[i]}: the output is larger than the input")
+    if len(varying) > 1:
+        return (f"its constant of shape {list(k.shape)} varies along axes {', '.join(map(str, varying))} "
+                f"of its {list(every[0])} input: not a map over one axis")
+    values = torch.from_numpy(k.reshape(-1).copy())
+    a, c = _affine(node.op_type, data, values)
+    if not bool(torch.isfinite(a).all()):
+        i = int(torch.nonzero(~torch.isfinite(a)).flatten()[0])
+        return f"it divides by {float(values[i]):.4g} (element {i} of its constant)"
+    return AxisMap(ChannelMap.of(a, c), varying[0] if varying else None)
+
+
+def _affine(op: str, data: int, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    one, zero = torch.ones_like(k), torch.zeros_like(k)
+    if op == "Add":
+        return one, k
+    if op == "Sub":
+        return (one, -k) if data == 0 else (-one, k)
+    if op == "Mul":
+        return k, zero
+    with np.errstate(divide="ignore"):
+        return torch.where(k == 0, torch.full_like(k, float("inf")), 1.0 / k), zero  # Div: x / k

@@ -1,0 +1,104 @@
+"""What an ONNX fold rule sees and returns.
+
+As in the torch front end (and onnxscript's rewriter), a rule has three parts:
+the op types it matches, a ``check`` that returns *why not* (a string) or None,
+and a ``rewrite`` that returns the layer's new float64 weights (or, when the
+algebra finds a reason late, that reason). Rules never touch the graph: the
+pass (``fold.py``) finds sites, calls the rule, casts the result once to the
+layer's dtype and does the surgery.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import onnx_ir as ir
+import torch
+
+from ...algebra import ChannelMap
+from ..maps import AxisMap
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A Conv/ConvTranspose/Gemm/MatMul node and what the rules read of it."""
+
+    node: ir.Node
+    name: str
+    weight: torch.Tensor              # float64, in the node's layout
+    bias: torch.Tensor | None         # float64: Conv/ConvTranspose B, Gemm C; None when absent
+    shape: tuple | None               # the tensor the map acts on: the layer's output (backward) or data input (forward)
+
+    def attr(self, name: str, default):
+        a = self.node.attributes.get(name)
+        return default if a is None else a.value
+
+    @property
+    def rank(self) -> int | None:
+        return None if self.shape is None else len(self.shape)
+
+
+@dataclass(frozen=True)
+class Site:
+    """A layer next to a chain of norm-like sites whose composed map is ``map``."""
+
+    layer: Layer
+    map: AxisMap
+    densify: bool = False
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    weight: torch.Tensor                                   # float64, the node's layout
+    bias: torch.Tensor | None                              # float64, the node's bias input; None: none
+    attributes: dict[str, int | float] = field(default_factory=dict)   # to set on the node
+    bias_after: torch.Tensor | None = None                 # MatMul: added after the layer (M,)
+    shift: torch.Tensor | None = None                      # forward, zero padding: x - nu first (per channel)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    direction: str                     # "backward" (layer -> norm) or "forward" (norm -> layer)
+    op_types: tuple[str, ...]
+    check: Callable[[Site], str | None]
+    rewrite: Callable[[Site], "Rewrite | str"]
+
+    def matches(self, node: ir.Node) -> bool:
+        return node.op_type in self.op_types
+
+
+def axis_reason(site: Site, axis: int, features: str) -> str | None:
+    """Why the map's axis is not the layer's feature ``axis`` (negative: from the end), or None."""
+    if site.map.scalar:
+        return None
+    rank = site.layer.rank
+    if rank is None:
+        return f"the rank of the tensor between the norm and {site.layer.name} is unknown, so the norm's axis cannot be checked"
+    if site.map.axis == axis % rank:
+        return None
+    shape = list(site.layer.shape)
+    return (f"the norm acts on {site.map.describe_axis(shape)} of the {shape} tensor, but the {features} of "
+            f"{site.layer.name} ({site.layer.node.op_type}) are axis {axis % rank}")
+
+
+def channel_map(site: Site, channels: int, what: str) -> ChannelMap | str:
+    m = site.map.on(channels)
+    if m is None:
+        return f"the norm has {site.map.map.channels} channels but {site.layer.name} has {channels} {what}"
+    return m
+
+
+def grouping(site: Site, m: ChannelMap, groups: int, side: str) -> tuple[int, str | None]:
+    """(groups to use, why not): a map that mixes channels across the layer's groups needs fewer."""
+    if m.is_block_diagonal(groups):
+        return groups, None
+    finest = m.finest_groups(groups)
+    if site.densify:
+        return finest, None
+    return finest, (
+        f"its channel map mixes {side} channels across the {groups} groups of {site.layer.name}; "
+        f"the exact fold is a conv with {finest} group{'s' if finest > 1 else ''}, {groups // finest}x the MACs; "
+        "pass densify=True to allow it"
+    )

@@ -1,0 +1,39 @@
+"""MatMul (x @ W, W a stored (K, M) matrix) -> norm: fold into the output features.
+
+MatMul acts on the *last* axis: ``y[..., :] = W^T x[..., :]``. A norm on that
+axis folds (``W' = W A^T``, the shift c becomes a bias). A norm on axis 1 is the
+same axis only when the output is rank 2; MatMul -> BatchNormalization on an
+(N, C, L) tensor normalizes C while the MatMul's features are L, and folding it
+would be wrong even when C == L: refused.
+
+MatMul has no bias input: the bias ``c`` (when not zero) becomes a Gemm's C
+when the input is rank 2, else one Add after the MatMul. A lone bias Add after
+a higher-rank MatMul is that Add already: nothing to gain, so it is left.
+"""
+from __future__ import annotations
+
+from ...algebra import fold_backward, from_groups, to_groups
+from ._base import Rewrite, Rule, Site, axis_reason, channel_map
+
+
+def check(site: Site) -> str | None:
+    w = site.layer.weight
+    why = axis_reason(site, -1, "output features")
+    if why is None:
+        m = channel_map(site, w.shape[1], "output features")
+        why = m if isinstance(m, str) else None
+    if why is None and site.layer.rank != 2 and m.diagonal and bool((m.a == 1).all()):
+        why = (f"it is {site.layer.name}'s bias already: a MatMul has no bias input and its rank-{site.layer.rank} "
+               "output cannot become a Gemm, so the Add would stay")
+    return why
+
+
+def rewrite(site: Site) -> Rewrite | str:
+    w = site.layer.weight
+    m = channel_map(site, w.shape[1], "output features")
+    k, b = fold_backward(to_groups(w.T, 1, transposed=False), None, m)
+    w_new = from_groups(k, transposed=False, linear=True).T
+    return Rewrite(w_new, None, bias_after=b if bool(b.any()) else None)
+
+
+RULE = Rule("matmul-backward", "backward", ("MatMul",), check, rewrite)

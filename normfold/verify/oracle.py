@@ -1,0 +1,130 @@
+"""The oracle: the original model, as float64 ground truth and as its own low-precision reference.
+
+verify() needs two things of the original model on a batch: its outputs in
+float64 (``run``, the ground truth) and its outputs in the checked dtype
+(``reference``, whose error against ``run`` sets the tolerance). Two oracles
+provide them:
+
+* ``TorchOracle(model)``: an ``nn.Module`` run eagerly on CPU, on a copy cast to
+  float64 / to the dtype;
+* ``OnnxOracle(path)``: an .onnx file, evaluated in float64 by onnx.reference
+  on a float64 copy of its graph (float64_graph.py), and run as it is on
+  onnxruntime's CPU provider for the reference.
+
+Outputs are flat lists of float64 arrays, in the order the ONNX exporter
+flattens nested outputs (torch's pytree: tuples, lists and dicts in order).
+Anything that can ``run`` a batch this way can be an oracle.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+from torch.utils._pytree import tree_leaves
+
+from .float64_graph import Float64Graph
+from .session import SessionError, open_session, run_session
+from .signature import read_onnx, signature_of
+
+Batch = Sequence[np.ndarray]
+
+
+class Oracle(Protocol):
+    description: str    # what the ground truth is, for the report's rule line
+
+    def run(self, batch: Batch) -> list[np.ndarray]:
+        """The original model's outputs in float64."""
+
+    def reference(self, batch: Batch, dtype: np.dtype) -> list[np.ndarray]:
+        """The original model's outputs computed in ``dtype`` (returned as float64 arrays)."""
+
+
+class TorchOracle:
+    description = "original model in float64"
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def run(self, batch: Batch) -> list[np.ndarray]:
+        return eager_outputs(self.model, _tensors(batch), torch.float64)
+
+    def reference(self, batch: Batch, dtype: np.dtype) -> list[np.ndarray]:
+        return eager_outputs(self.model, _tensors(batch), _TORCH_DTYPES[np.dtype(dtype)])
+
+
+class OnnxOracle:
+    description = "original ONNX graph in float64 (onnx.reference)"
+
+    def __init__(self, model: str | os.PathLike | onnx.ModelProto, where: str | None = None):
+        if isinstance(model, onnx.ModelProto):
+            self.where = where or "the original ONNX model"
+            self.signature = signature_of(model, self.where)
+        else:
+            self.where = where or str(Path(model))
+            self.signature = read_onnx(model)
+        self.proto = self.signature.proto
+        self.dtype = self.signature.np_dtype    # the dtype its reference runs in
+        self.graph = Float64Graph(self.proto, self.where)
+        self._sessions: dict[str, object] = {}
+
+    def run(self, batch: Batch, names: list[str] | None = None) -> list[np.ndarray]:
+        return self.graph.run(batch, names)
+
+    def reference(self, batch: Batch, dtype: np.dtype, names: list[str] | None = None,
+                  provider: str = "cpu") -> list[np.ndarray]:
+        """The original file on onnxruntime (its outputs, or the tensors ``names``), as float64 arrays."""
+        if np.dtype(dtype) != self.dtype:
+            raise SessionError(f"{self.where} is a {self.dtype.name} model; its reference cannot run in "
+                               f"{np.dtype(dtype).name} (compare files of the same dtype)")
+        if names:
+            session = open_session(with_outputs(self.proto, names).SerializeToString(), provider)
+        else:
+            if provider not in self._sessions:
+                self._sessions[provider] = open_session(self.proto.SerializeToString(), provider)
+            session = self._sessions[provider]
+        return [np.asarray(v, dtype=np.float64) for v in run_session(session, tuple(batch), names)]
+
+
+def as_oracle(model) -> Oracle:
+    """An oracle from an ``nn.Module``, an .onnx path or ModelProto, or an oracle itself."""
+    if isinstance(model, nn.Module):
+        return TorchOracle(model)
+    if isinstance(model, (str, os.PathLike, onnx.ModelProto)):
+        return OnnxOracle(model)
+    if callable(getattr(model, "run", None)) and callable(getattr(model, "reference", None)):
+        return model
+    raise TypeError(f"the oracle must be a torch.nn.Module, an .onnx file or an Oracle, got {type(model).__name__}")
+
+
+def with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``proto`` that also outputs the tensors ``names`` (``proto`` is not modified)."""
+    if not names:
+        return proto
+    probe = copy.deepcopy(proto)
+    existing = {o.name for o in probe.graph.output}
+    for name in names:
+        if name not in existing:
+            probe.graph.output.add(name=name)
+    return probe
+
+
+def eager_outputs(model: nn.Module, inputs: tuple[torch.Tensor, ...], dtype: torch.dtype) -> list[np.ndarray]:
+    """Run a copy of ``model`` in eval mode at ``dtype``; outputs flattened to a list."""
+    work = copy.deepcopy(model).eval().to(dtype)
+    with torch.no_grad():
+        out = work(*(t.to(dtype) if t.is_floating_point() else t for t in inputs))
+    return [t.detach().cpu().double().numpy() for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+
+
+_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16,
+                 np.dtype(np.float64): torch.float64}
+
+
+def _tensors(batch: Batch) -> tuple[torch.Tensor, ...]:
+    return tuple(t if isinstance(t, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(t)) for t in batch)

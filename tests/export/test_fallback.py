@@ -1,0 +1,101 @@
+"""The ONNX front end takes over where torch.fx cannot trace a model: export unfolded (dynamo), fold the graph."""
+from __future__ import annotations
+
+import warnings
+
+import onnx
+import pytest
+import torch
+from torch import nn
+
+import normfold
+from normfold.export import ExportError, export_with_baseline, torch_fx
+from normfold.fold import FoldError, FoldReport
+
+from ..conftest import assert_equivalent_outputs, populate_stats, run_onnx
+
+
+class Loops(nn.Module):
+    """A Python loop over a tensor's channels: torch.fx cannot iterate a Proxy, the dynamo exporter unrolls it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return self.head(torch.stack([p.relu() for p in y.unbind(1)], 1))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return populate_stats(Loops(), (8, 3, 6, 6))
+
+
+def test_untraceable_model_is_exported_unfolded_and_folded_as_a_graph(model, tmp_path):
+    x = torch.randn(1, 3, 6, 6)
+    with warnings.catch_warnings():   # the premise: torch.fx cannot trace this model's forward
+        warnings.simplefilter("ignore")
+        _, why, _ = torch_fx(model, lambda: (None, normfold.fold(model, x).report))
+    assert "Proxy object cannot be iterated" in why
+
+    folded, base = export_with_baseline(model, x, tmp_path / "model.onnx", tmp_path / "base.onnx")
+    report = folded.fold_report
+    assert report.front_end == "onnx"
+    assert report.front_end_reason.startswith("torch.fx could not trace Loops.forward: TraceError: Proxy object")
+    assert "test_fallback.py" in report.untraced[""] and "unbind" in report.untraced[""]
+    assert base.fold_report is None and base.op_counts["BatchNormalization"] == 1
+    assert "BatchNormalization" not in folded.op_counts and folded.op_counts["Conv"] == 2
+    [site] = report.folded
+    convs = {n.name for n in onnx.load(folded.path).graph.node if n.op_type == "Conv"}
+    assert site.into in convs and report.skipped == []
+    x3 = torch.randn(3, 3, 6, 6)   # the batch axis stays dynamic
+    for path in (folded.path, base.path):
+        onnx.checker.check_model(onnx.load(path), full_check=True)
+        assert_equivalent_outputs(model, run_onnx(path, x3), x3)
+    # export() alone takes the same route and writes the same graph
+    alone = normfold.export(model, x, tmp_path / "alone.onnx")
+    assert alone.fold_report.front_end == "onnx"
+    assert onnx.load(alone.path).graph == onnx.load(folded.path).graph
+
+
+def test_fp16_export_of_an_untraceable_model_is_refused_and_writes_nothing(model, tmp_path):
+    with pytest.raises(ExportError, match="cannot export at float16: torch.fx could not trace Loops.forward.*float32"):
+        normfold.export(model, torch.randn(1, 3, 6, 6), tmp_path / "m.onnx", precision="fp16")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_baseline_path_must_differ(model, tmp_path):
+    with pytest.raises(ExportError, match="also the baseline's path"):
+        export_with_baseline(model, torch.randn(1, 3, 6, 6), tmp_path / "m.onnx", tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("outcome, why", [
+    ("folded", None),
+    ("model itself untraced", "torch.fx could not trace Loops.forward: TraceError: at x.py:3"),
+    ("a submodule untraced", None),
+    ("fold error", "torch.fx could not trace Loops.forward: TraceError: boom"),
+], ids=["folded", "top-level-untraced", "submodule-untraced", "FoldError"])
+def test_both_signals_hand_over_to_the_onnx_front_end(model, outcome, why):
+    """Before and after fold() learned to fold traceable submodules of an untraceable model:
+    FoldError, or "" in report.untraced, hands over; an untraced submodule alone does not."""
+    reports = {
+        "folded": FoldReport(),
+        "model itself untraced": FoldReport(untraced={"": "TraceError: at x.py:3", "head": "TraceError: y"}),
+        "a submodule untraced": FoldReport(untraced={"head": "TraceError: y"}),
+    }
+
+    def attempt():
+        if outcome == "fold error":
+            raise FoldError("torch.fx could not trace Loops.forward: TraceError: boom")
+        return "folded model", reports[outcome]
+
+    (result, report), got_why, untraced = torch_fx(model, attempt)
+    assert got_why == why
+    if why is None:
+        assert (result, report) == ("folded model", reports[outcome]) and untraced == reports[outcome].untraced
+    else:
+        assert result is None and report is None and untraced[""] == why.split(": ", 1)[1]
