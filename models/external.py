@@ -126,22 +126,25 @@ FROZEN = tuple(_frozen(m) for m in (*TIMM, *TORCHVISION) if m.name in ("timm/eff
 EXTERNAL: dict[str, ExternalModel] = {m.name: m for m in (*TIMM, *TORCHVISION, *FROZEN)}
 
 
-def build(name: str, *, seed: int = 0) -> nn.Module:
-    """The named model: initialized with ``seed``, statistics randomized (seeded), eval mode."""
+def spec(name: str) -> ExternalModel:
     try:
-        spec = EXTERNAL[name]
+        return EXTERNAL[name]
     except KeyError:
         raise KeyError(f"unknown external model {name!r}; available: {', '.join(EXTERNAL)}") from None
+
+
+def build(name: str, *, seed: int = 0) -> nn.Module:
+    """The named model: initialized with ``seed``, statistics randomized (seeded), eval mode."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = _construct(spec)
+        model = _construct(spec(name))
     calibration = example_input(name, seed=seed + 1, batch=CALIBRATION_BATCH)
     return randomize_statistics(model.eval(), calibration, seed=seed)
 
 
 def example_input(name: str, *, seed: int = 0, batch: int = BATCH) -> torch.Tensor:
     """A seeded standard-normal input of the model's shape (``batch`` images)."""
-    shape = (batch, *EXTERNAL[name].input_shape[1:])
+    shape = (batch, *spec(name).input_shape[1:])
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 

@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="", help="comma-separated names of normfold.zoo.external (default: all)")
     p.add_argument("--out", type=Path, default=Path("docs"), help="directory for real_models.{md,json}")
+    p.add_argument("--render-only", action="store_true",
+                   help="measure nothing: rewrite real_models.md (and the summary) from real_models.json in --out")
     args = p.parse_args(argv)
+    if args.render_only:
+        return render(args.out / "real_models.json")
     names = [n for n in args.models.split(",") if n] or list(external.EXTERNAL)
     unknown = [n for n in names if n not in external.EXTERNAL]
     if unknown:
@@ -80,11 +84,28 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
 
     command = "python scripts/real_models.py" + "".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:]))
-    data = {"command": command, "environment": environment(), "summary": summary(rows), "models": rows}
-    write_text(args.out / "real_models.json", json.dumps(data, indent=2) + "\n")
-    write_text(args.out / "real_models.md", markdown(data))
-    print(f"wrote {args.out / 'real_models.md'}, {args.out / 'real_models.json'}")
+    write(args.out / "real_models.json", {"command": command, "environment": environment(), "models": rows})
     return 0
+
+
+def render(path: Path) -> int:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"cannot read {path}: {exc}", file=sys.stderr)
+        return 2
+    write(path, data)
+    return 0
+
+
+def write(path: Path, data: dict) -> None:
+    """real_models.json with its summary (and the README's line), and real_models.md beside it."""
+    data["summary"] = summary(data["models"])
+    data["summary"]["readme_line"] = summary_line(data["summary"], link="docs/real_models.md")
+    data = {k: data[k] for k in ("command", "environment", "summary", "models")}
+    write_text(path, json.dumps(data, indent=2) + "\n")
+    write_text(path.with_suffix(".md"), markdown(data))
+    print(f"wrote {path.with_suffix('.md')}, {path}")
 
 
 def measure(name: str) -> dict:
@@ -101,7 +122,8 @@ def measure(name: str) -> dict:
 
     norms = [n for n, m in model.named_modules() if is_norm(m) or has_running_stats(m)]
     row = {
-        "name": name, "source": spec.source, "family": spec.family, "input_shape": list(x.shape),
+        "name": name, "source": spec.source, "family": spec.family, "frozen": spec.frozen,
+        "input_shape": list(x.shape),
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
         "norms": len(norms),
         "batch_norms": sum(1 for m in model.modules() if has_running_stats(m)),
@@ -191,10 +213,14 @@ def summary(rows: list[dict]) -> dict:
     nf = [r["normfold"] for r in rows]
     fx = [r["fx_fuse"] for r in rows]
     dy = [r["dynamo_default"] for r in rows]
+    def bn_nodes(ops) -> int:
+        return ops.get("BatchNormalization", 0) if ops and "error" not in ops else 0
+
     return {
         "models": len(rows),
-        "timm": sum(r["source"] == "timm" for r in rows),
-        "torchvision": sum(r["source"] == "torchvision" for r in rows),
+        "timm": sum(r["source"] == "timm" and not r["frozen"] for r in rows),
+        "torchvision": sum(r["source"] == "torchvision" and not r["frozen"] for r in rows),
+        "frozen": sum(r["frozen"] for r in rows),
         "norms": sum(r["norms"] for r in rows),
         "normfold_folded": sum(n.get("folded", 0) for n in nf),
         "normfold_skipped": sum(n.get("skipped", 0) for n in nf),
@@ -204,6 +230,9 @@ def summary(rows: list[dict]) -> dict:
         "fx_correct": sum(correct(f.get("eager")) for f in fx),
         "dynamo_fails": sum("error" in d for d in dy),
         "dynamo_correct": sum(correct(d.get("onnx")) for d in dy),
+        "bn_nodes_unfolded": sum(bn_nodes(r["unfolded_ops"]) for r in rows),
+        "bn_nodes_dynamo": sum(bn_nodes(d.get("ops")) for d in dy),
+        "bn_nodes_normfold": sum(bn_nodes(n.get("ops")) for n in nf),
     }
 
 
@@ -246,6 +275,9 @@ def markdown(data: dict) -> str:
         f"torchvision {env['torchvision']}, onnxscript {env['onnxscript']}, onnxruntime {env['onnxruntime']}).",
         "",
         summary_line(s),
+        "",
+        f"torch.fx's `fuse` cannot trace {s['fx_fails']} of the models and its model is right on {s['fx_correct']}; "
+        f"the dynamo exporter's default export fails on {s['dynamo_fails']} and is right on {s['dynamo_correct']}.",
         "",
         "Each model is the smallest variant of its family from `normfold.zoo.external`, built without weights; "
         "its norm statistics and affines are randomized to plausible values (`normfold.zoo.randomize`), because "
@@ -298,14 +330,16 @@ def markdown(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summary_line(s: dict) -> str:
+def summary_line(s: dict, link: str = "") -> str:
+    """The table in one sentence; with ``link``, the README's line (tests/test_docs.py checks it is there)."""
     return (
-        f"On {s['timm']} timm and {s['torchvision']} torchvision architectures ({s['models']} models, "
-        f"{s['norms']} norm layers), normfold folds {s['normfold_folded']} norms and skips {s['normfold_skipped']} "
-        f"with a reason, and its folded model is right (eager and ONNX within the fp32 tolerance) on "
-        f"{s['normfold_correct']} of {s['models']}; torch.fx's `fuse` fuses {s['fx_fused']} "
-        f"(it cannot trace {s['fx_fails']} models; right on {s['fx_correct']}), and the dynamo exporter's "
-        f"default export is right on {s['dynamo_correct']} ({s['dynamo_fails']} fail to export)."
+        f"On {s['timm']} timm and {s['torchvision']} torchvision architectures (and {s['frozen']} with frozen "
+        f"batch norms), normfold folds {s['normfold_folded']} of {s['norms']} norm layers and skips "
+        f"{s['normfold_skipped']} with a reason; the folded model equals the float64 original within the fp32 "
+        f"tolerance, eager and on onnxruntime, on {s['normfold_correct']} of {s['models']}. On the same models "
+        f"torch.fx's `fuse` fuses {s['fx_fused']} norms, and the dynamo exporter's own optimizer leaves "
+        f"{s['bn_nodes_dynamo']} of {s['bn_nodes_unfolded']} BatchNormalization nodes (normfold "
+        f"{s['bn_nodes_normfold']})" + (f": see [{link}]({link})." if link else ".")
     )
 
 
