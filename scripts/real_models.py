@@ -147,7 +147,7 @@ def normfold_row(model, x, tmp: Path, check) -> dict:
         "folded": len(report.folded), "skipped": len(report.skipped),
         "skip_reasons": [{"norm": s.norm, "reason": s.reason} for s in report.skipped],
         "untraced": dict(report.untraced),
-        "eager": check(eager_outputs(result.model, (x,), torch.float32)[0]),
+        "eager": _guard(lambda: check(eager_outputs(result.model, (x,), torch.float32)[0])),
     }
     try:
         path = export(result.model, x, tmp / "folded.onnx")
@@ -155,7 +155,7 @@ def normfold_row(model, x, tmp: Path, check) -> dict:
         out["onnx"] = {"error": _first_line(exc)}
         return out
     out["ops"] = ops_of(path)
-    out["onnx"] = check(run_session(open_session(path, "cpu"), (x.numpy(),))[0])
+    out["onnx"] = _guard(lambda: check(run_session(open_session(path, "cpu"), (x.numpy(),))[0]))
     return out
 
 
@@ -164,7 +164,7 @@ def fx_row(model, x, check) -> dict:
         fused, names = fx_fuse(model)
     except Exception as exc:
         return {"error": f"symbolic_trace: {_first_line(exc)}"}
-    return {"fused": len(names), "eager": check(eager_outputs(fused, (x,), torch.float32)[0])}
+    return {"fused": len(names), "eager": _guard(lambda: check(eager_outputs(fused, (x,), torch.float32)[0]))}
 
 
 def dynamo_row(model, x, check) -> dict:
@@ -173,10 +173,7 @@ def dynamo_row(model, x, check) -> dict:
     except Exception as exc:
         return {"error": _first_line(exc)}
     out = {"ops": {op: op_counts(proto).get(op, 0) for op in COUNTED_OPS}}
-    try:
-        out["onnx"] = check(run_session(open_session(proto.SerializeToString(), "cpu"), (x.numpy(),))[0])
-    except Exception as exc:
-        out["onnx"] = {"error": _first_line(exc)}
+    out["onnx"] = _guard(lambda: check(run_session(open_session(proto.SerializeToString(), "cpu"), (x.numpy(),))[0]))
     return out
 
 
@@ -198,7 +195,7 @@ def _guard(fn):
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
 
 
@@ -314,6 +311,8 @@ def markdown(data: dict) -> str:
         )
     lines += ["", "## Why norms were skipped", "",
               "Reasons with the numbers in names replaced by `#`, most frequent first, per model.", ""]
+    if not any(r["normfold"].get("skip_reasons") for r in rows):
+        lines.append("None was skipped.")
     for r in rows:
         reasons = collections.Counter(re.sub(r"\d+", "#", x["reason"]) for x in r["normfold"].get("skip_reasons", []))
         if reasons:
@@ -321,13 +320,24 @@ def markdown(data: dict) -> str:
             lines += [f"  * {n}× {_clip(reason)}" for reason, n in reasons.most_common(MAX_REASONS)]
             if len(reasons) > MAX_REASONS:
                 lines.append(f"  * … {len(reasons) - MAX_REASONS} more kinds (docs/real_models.json has them all)")
-    failures = [(r["name"], tool, r[key]["error"]) for r in rows
-                for tool, key in (("normfold", "normfold"), ("fx fuse", "fx_fuse"), ("dynamo", "dynamo_default"))
-                if "error" in r[key]]
+    failures = [(r["name"], what, err) for r in rows for what, err in _errors(r)]
     if failures:
-        lines += ["", "## Failures", ""]
-        lines += [f"* `{name}`, {tool}: {_clip(err)}" for name, tool, err in failures]
+        lines += ["", "## Failures", "", "A run that raised instead of giving an output (`fails` in the table).", ""]
+        lines += [f"* `{name}`, {what}: {_clip(err)}" for name, what, err in failures]
     return "\n".join(lines) + "\n"
+
+
+def _errors(row: dict):
+    """(what, error) for every step of the row that raised: a tool, or one of its runs."""
+    for tool, key in (("normfold", "normfold"), ("fx fuse", "fx_fuse"), ("dynamo", "dynamo_default")):
+        part = row[key]
+        if "error" in part:
+            yield tool, part["error"]
+        for run in ("eager", "onnx"):
+            if isinstance(part.get(run), dict) and "error" in part[run]:
+                yield f"{tool} {run}", part[run]["error"]
+    if "error" in row["unfolded_ops"]:
+        yield "unfolded export", row["unfolded_ops"]["error"]
 
 
 def summary_line(s: dict, link: str = "") -> str:
