@@ -46,7 +46,7 @@ BIAS_STD = 0.1
 MEAN_STD = 0.5          # running_mean offset, in standard deviations of the norm's input
 VAR_RATIO = (0.3, 2.0)  # running_var / observed variance
 LAYER_SCALE = (0.3, 1.0)
-VAR_FLOOR = 0.1        # observed variance floor, relative to the layer's mean over channels
+VAR_FLOOR = 0.1         # observed variance floor, relative to the layer's mean over channels
 TINY = 1e-2             # a constant parameter below this is a layer scale or a gate
 
 
@@ -66,12 +66,12 @@ def randomize_statistics(model: nn.Module, example_input: torch.Tensor, *, seed:
         return std * torch.randn(shape, generator=gen, dtype=torch.float64)
 
     norms = [m for m in model.modules() if is_norm(m) or has_running_stats(m)]
-    drawn = set()
+    handled = set()
     for m in norms:
         for name in ("weight", "bias", "running_mean", "running_var"):
             t = getattr(m, name, None)
             if isinstance(t, torch.Tensor):
-                drawn.add(id(t))
+                handled.add(id(t))
         _set(getattr(m, "weight", None), lambda s: uniform(s, *AFFINE_WEIGHT))
         _set(getattr(m, "bias", None), lambda s: normal(s, BIAS_STD))
         if has_running_stats(m):
@@ -79,15 +79,15 @@ def randomize_statistics(model: nn.Module, example_input: torch.Tensor, *, seed:
             m.running_var.copy_(uniform(m.running_var.shape, *VAR_RATIO))
     for m in model.modules():
         if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
-            if isinstance(m.bias, torch.Tensor) and id(m.bias) not in drawn:
+            if isinstance(m.bias, torch.Tensor) and id(m.bias) not in handled:
                 _set(m.bias, lambda s: normal(s, BIAS_STD))
-                drawn.add(id(m.bias))
+                handled.add(id(m.bias))
             if _is_constant(m.weight):
                 fan_in = m.weight[0].numel()
                 m.weight.copy_(normal(m.weight.shape, fan_in ** -0.5))
-            drawn.add(id(m.weight))
+            handled.add(id(m.weight))
     for p in model.parameters():
-        if id(p) not in drawn and _is_constant_and_tiny(p):
+        if id(p) not in handled and _is_constant_and_tiny(p):
             p.copy_(uniform(p.shape, *LAYER_SCALE))
 
     model.eval()
