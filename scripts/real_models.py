@@ -178,8 +178,9 @@ def dynamo_row(model, x, check) -> dict:
 
 
 def export(model, x, path: Path) -> Path:
-    """normfold's export without its fold, at the input's static shape as the dynamo default exports."""
-    return normfold.export(model, x, path, fold=False, dynamic_batch=False).path
+    """normfold's export without its fold, at the input's static shape and without onnxsim, as the dynamo
+    default exports: the files then differ from the default's only in the BatchNorm fusions and the fold."""
+    return normfold.export(model, x, path, fold=False, dynamic_batch=False, simplify=False).path
 
 
 def ops_of(path: Path) -> dict[str, int]:
@@ -287,11 +288,12 @@ def markdown(data: dict) -> str:
         "* **fx fuse**: `torch.fx.experimental.optimization.fuse`: norms fused, or `fails` when "
         "`torch.fx.symbolic_trace` cannot trace the model.",
         "* **BN·Mul·Add**: BatchNormalization, Mul and Add nodes in the ONNX file: *unfolded*, the baseline "
-        "(normfold's `export(fold=False)`: the dynamo exporter's optimizer minus its BatchNorm fusions); "
+        "(normfold's `export(fold=False, simplify=False)`: the dynamo exporter's optimizer minus its BatchNorm "
+        "fusions); "
         "*dynamo*, `torch.onnx.export(model, (x,), dynamo=True)` with its default optimizer; *normfold*, "
         "normfold's folded model through the baseline's exporter (so the file holds normfold's fold alone). "
-        "All three at the input's static shape. Mul/Add also count what is not a norm (residual sums, "
-        "attention, squeeze-excitation, SiLU).",
+        "All three at the input's static shape, none through onnxsim. Mul/Add also count what is not a norm "
+        "(residual sums, attention, squeeze-excitation, SiLU).",
         "* **error columns**: max |run − oracle| / allowed, the oracle being the original model in float64 and "
         "allowed = 8 × the original fp32 model's own error + 64 fp32 ulps of max|oracle| (normfold's tolerance); "
         "✓ when ≤ 1. normfold's is eager / ONNX on onnxruntime CPU; fx fuse's is eager; dynamo's is ONNX on "
@@ -319,7 +321,7 @@ def markdown(data: dict) -> str:
             lines.append(f"* `{r['name']}` ({sum(reasons.values())}):")
             lines += [f"  * {n}× {_clip(reason)}" for reason, n in reasons.most_common(MAX_REASONS)]
             if len(reasons) > MAX_REASONS:
-                lines.append(f"  * … {len(reasons) - MAX_REASONS} more kinds (docs/real_models.json has them all)")
+                lines.append(f"  * … and {len(reasons) - MAX_REASONS} more (docs/real_models.json has them all)")
     failures = [(r["name"], what, err) for r in rows for what, err in _errors(r)]
     if failures:
         lines += ["", "## Failures", "", "A run that raised instead of giving an output (`fails` in the table).", ""]
