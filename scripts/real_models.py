@@ -53,11 +53,14 @@ from normfold.zoo.randomize import has_running_stats
 
 COUNTED_OPS = ("BatchNormalization", "Mul", "Add")
 MAX_REASONS = 6
+PER_SAMPLE = "statistics of each sample"   # normfold's reason for LayerNorm/GroupNorm: no fold removes them
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="", help="comma-separated names of normfold.zoo.external (default: all)")
+    p.add_argument("--models", default="",
+                   help="comma-separated names of normfold.zoo.external (default: all); with an existing "
+                        "real_models.json in --out, only their rows are replaced (the update is noted)")
     p.add_argument("--out", type=Path, default=Path("docs"), help="directory for real_models.{md,json}")
     p.add_argument("--render-only", action="store_true",
                    help="measure nothing: rewrite real_models.md (and the summary) from real_models.json in --out")
@@ -84,8 +87,20 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
 
     command = "python scripts/real_models.py" + "".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:]))
-    write(args.out / "real_models.json", {"command": command, "environment": environment(), "models": rows})
+    path = args.out / "real_models.json"
+    data = {"command": command, "environment": environment(), "updates": [], "models": rows}
+    if args.models and path.is_file():
+        data = merge(json.loads(path.read_text()), rows, command)
+    write(path, data)
     return 0
+
+
+def merge(data: dict, rows: list[dict], command: str) -> dict:
+    """``data`` with the rows of the same names replaced, in ``EXTERNAL``'s order, and the update noted."""
+    by_name = {r["name"]: r for r in data["models"]} | {r["name"]: r for r in rows}
+    data["models"] = [by_name[n] for n in external.EXTERNAL if n in by_name]
+    data["updates"] = [*data.get("updates", []), command]
+    return data
 
 
 def render(path: Path) -> int:
@@ -102,7 +117,8 @@ def write(path: Path, data: dict) -> None:
     """real_models.json with its summary (and the README's line), and real_models.md beside it."""
     data["summary"] = summary(data["models"])
     data["summary"]["readme_line"] = summary_line(data["summary"], link="docs/real_models.md")
-    data = {k: data[k] for k in ("command", "environment", "summary", "models")}
+    data.setdefault("updates", [])
+    data = {k: data[k] for k in ("command", "updates", "environment", "summary", "models")}
     write_text(path, json.dumps(data, indent=2) + "\n")
     write_text(path.with_suffix(".md"), markdown(data))
     print(f"wrote {path.with_suffix('.md')}, {path}")
@@ -222,6 +238,7 @@ def summary(rows: list[dict]) -> dict:
         "norms": sum(r["norms"] for r in rows),
         "normfold_folded": sum(n.get("folded", 0) for n in nf),
         "normfold_skipped": sum(n.get("skipped", 0) for n in nf),
+        "normfold_skipped_per_sample": sum(PER_SAMPLE in x["reason"] for n in nf for x in n.get("skip_reasons", [])),
         "normfold_correct": sum(correct(n.get("eager")) and correct(n.get("onnx")) for n in nf),
         "fx_fused": sum(f.get("fused", 0) for f in fx),
         "fx_fails": sum("error" in f for f in fx),
@@ -270,7 +287,8 @@ def markdown(data: dict) -> str:
         "# normfold and its peers on timm and torchvision architectures",
         "",
         f"Recomputed by `{data['command']}` ({env['machine']}; torch {env['torch']}, timm {env['timm']}, "
-        f"torchvision {env['torchvision']}, onnxscript {env['onnxscript']}, onnxruntime {env['onnxruntime']}).",
+        f"torchvision {env['torchvision']}, onnxscript {env['onnxscript']}, onnxruntime {env['onnxruntime']})"
+        + "".join(f"; rows since updated by `{u}`" for u in data["updates"]) + ".",
         "",
         summary_line(s),
         "",
@@ -347,7 +365,8 @@ def summary_line(s: dict, link: str = "") -> str:
     return (
         f"On {s['timm']} timm and {s['torchvision']} torchvision architectures (and {s['frozen']} with frozen "
         f"batch norms), normfold folds {s['normfold_folded']} of {s['norms']} norm layers and skips "
-        f"{s['normfold_skipped']} with a reason; the folded model equals the float64 original within the fp32 "
+        f"{s['normfold_skipped']} with a reason ({s['normfold_skipped_per_sample']} of them LayerNorm/GroupNorm, "
+        f"which normalize with each sample's statistics); the folded model equals the float64 original within the fp32 "
         f"tolerance, eager and on onnxruntime, on {s['normfold_correct']} of {s['models']}. On the same models "
         f"torch.fx's `fuse` fuses {s['fx_fused']} norms, and the dynamo exporter's own optimizer leaves "
         f"{s['bn_nodes_dynamo']} of {s['bn_nodes_unfolded']} BatchNormalization nodes (normfold "
