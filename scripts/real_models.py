@@ -311,7 +311,9 @@ def markdown(data: dict) -> str:
         "*dynamo*, `torch.onnx.export(model, (x,), dynamo=True)` with its default optimizer; *normfold*, "
         "normfold's folded model through the baseline's exporter (so the file holds normfold's fold alone). "
         "All three at the input's static shape, none through onnxsim. Mul/Add also count what is not a norm "
-        "(residual sums, attention, squeeze-excitation, SiLU).",
+        "(residual sums, attention, squeeze-excitation, SiLU, a folded bias on a MatMul), and the default "
+        "optimizer fuses GELU's Div·Erf·Mul·Add into one Gelu node where normfold's exporter keeps them: on GELU "
+        "models (ConvNeXt, Swin, ViT, FastViT, ...) the Mul/Add columns differ for that reason alone.",
         "* **error columns**: max |run − oracle| / allowed, the oracle being the original model in float64 and "
         "allowed = 8 × the original fp32 model's own error + 64 fp32 ulps of max|oracle| (normfold's tolerance); "
         "✓ when ≤ 1. normfold's is eager / ONNX on onnxruntime CPU; fx fuse's is eager; dynamo's is ONNX on "
