@@ -29,6 +29,16 @@ except ImportError:  # hypothesis is a test extra; only the property tests need 
     pass
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module (its models are small, and the suite shares its cores:
+    a second thread spin-waiting on a busy core costs more than it gains)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run_eager(model: torch.nn.Module, x: torch.Tensor, dtype=torch.float32) -> np.ndarray:
     m = copy.deepcopy(model).eval().to(dtype)
     with torch.no_grad():
