@@ -44,8 +44,8 @@ def _norm_calls(module: nn.Module, graph: fx.Graph) -> list[str]:
 
 def dynamo_default(model: nn.Module, args: tuple) -> onnx.ModelProto:
     """The ONNX model ``torch.onnx.export(model, args, dynamo=True)`` gives with its defaults."""
-    from normfold.export.onnx_export import _quiet_exporter
+    from normfold._quiet import quiet
 
-    with _quiet_exporter():
+    with quiet():
         program = torch.onnx.export(copy.deepcopy(model).eval(), args, dynamo=True)
     return program.model_proto

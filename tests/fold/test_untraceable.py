@@ -181,8 +181,13 @@ def test_ultralytics_parts_keep_the_attributes_its_layer_loop_reads(factory):
     assert {f.norm for f in result.report.folded} == norms and not result.report.skipped
     for original, folded in zip(model.model, result.model.model):
         assert (folded.f, folded.i) == (original.f, original.i)
+    _assert_within_fp32(model, result.model, x)
+
+
+def _assert_within_fp32(model, folded, x):
+    """Every output of ``folded`` is as close to ``model`` in float64 as ``model`` in float32 is (K, floor)."""
     oracle, e32, got = (_leaves(m, x, dtype) for m, dtype in
-                        ((model, torch.float64), (model, torch.float32), (result.model, torch.float32)))
+                        ((model, torch.float64), (model, torch.float32), (folded, torch.float32)))
     assert len(got) == len(oracle) > 0
     for o, r, f in zip(oracle, e32, got):
         allowed = K * np.abs(r - o).max() + FLOOR_ULPS * np.finfo(np.float32).eps * np.abs(o).max()
@@ -195,3 +200,46 @@ def _leaves(model, x, dtype):
     m = copy.deepcopy(model).to(dtype)
     with torch.no_grad():
         return [t.double().numpy() for t in tree_leaves(m(x.to(dtype))) if isinstance(t, torch.Tensor)]
+
+
+class _Cached(nn.Module):
+    """A part with a plain attribute its parent reads and a cache of non-leaf tensors (timm's EfficientViT)."""
+
+    def __init__(self):
+        super().__init__()
+        self.block, self.resolution, self.cache = conv_bn(4, 4), 6, {}
+        self.bias = nn.Parameter(torch.randn(4))
+
+    def forward(self, x):
+        self.cache["b"] = self.bias * 2          # a non-leaf tensor: deepcopy refuses those
+        return self.block(x) + self.cache["b"].view(1, -1, 1, 1)
+
+
+class _ReadsResolution(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.part = _Cached()
+
+    def forward(self, x):
+        if x.shape[-1] == self.part.resolution:   # data-dependent: the model itself is untraceable
+            x = x * 2
+        return self.part(x)
+
+
+def test_a_folded_part_keeps_plain_attributes_and_drops_tensor_caches():
+    model = _ReadsResolution()
+    model.train()
+    with torch.no_grad():
+        for seed in range(3):
+            model(torch.randn(4, 4, 6, 6, generator=torch.Generator().manual_seed(seed)))
+    model.eval()
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(9))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = normfold.fold(model, x)
+    assert "" in result.report.untraced and [f.norm for f in result.report.folded] == ["part.block.1"]
+    part = result.model.part
+    assert isinstance(part, fx.GraphModule) and part.resolution == 6 and not hasattr(part, "cache")
+    twin = copy.deepcopy(result.model)           # would raise on the cached non-leaf tensor
+    assert twin.part.resolution == 6
+    _assert_within_fp32(model, twin, x)

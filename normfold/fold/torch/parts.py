@@ -133,14 +133,26 @@ def _visit(module: nn.Module, prefix: str, report: FoldReport, options: Options,
 
 
 def _keep_attributes(original: nn.Module, folded: fx.GraphModule) -> None:
-    """Give ``folded`` ``original``'s plain public attributes that it lacks (not submodules or tensors).
+    """Give ``folded`` ``original``'s plain public attributes that it lacks.
 
-    Registered as torch.fx's user-preserved attributes, so they survive a
-    deepcopy of the graph module too.
+    Plain: numbers, strings, dtypes and containers of them (``resolution``,
+    ``f``), not tensors or caches of them, which the traced graph holds or
+    does not need. Registered as torch.fx's user-preserved attributes, so they
+    survive a deepcopy of the graph module too.
     """
     own = vars(folded)
     kept = {k: v for k, v in vars(original).items()
-            if not k.startswith("_") and k not in own and not hasattr(type(folded), k)}
+            if not k.startswith("_") and k not in own and not hasattr(type(folded), k) and _plain(v)}
     for key, value in kept.items():
         setattr(folded, key, value)
     folded.meta.setdefault(_USER_PRESERVED_ATTRIBUTES_KEY, {}).update(kept)
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, (bool, int, float, complex, str, bytes, type(None), torch.dtype, torch.device)):
+        return True
+    if isinstance(value, (tuple, list, set, frozenset)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(_plain(k) and _plain(v) for k, v in value.items())
+    return False
