@@ -25,7 +25,6 @@ folded graph can be compared with the original tensor by tensor.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 import torch
 
@@ -38,7 +37,6 @@ from .shapes import Shapes
 from .sites import Finder, NormSite
 
 TORCH_DTYPES = {ir.DataType.FLOAT: torch.float32, ir.DataType.FLOAT16: torch.float16, ir.DataType.DOUBLE: torch.float64}
-NUMPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64}
 SHAPE_READERS = ("Shape", "Size")
 
 
@@ -328,9 +326,8 @@ class OnnxPass:
 
     def _initializer(self, base: str, t: torch.Tensor) -> ir.Value:
         name = self._fresh(base)
-        # a TensorProtoTensor serializes by one CopyFrom (ir.Tensor goes through protocol checks)
-        proto = onnx.numpy_helper.from_array(t.numpy().astype(NUMPY_DTYPES[t.dtype]), name)
-        value = ir.Value(name=name, const_value=ir.serde.TensorProtoTensor(proto))
+        # the cast tensor's own memory (nothing writes it after the cast), copied once when serialized
+        value = ir.Value(name=name, const_value=ir.Tensor(t.numpy(), name=name))
         self.graph.register_initializer(value)
         return value
 

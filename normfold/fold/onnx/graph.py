@@ -26,7 +26,7 @@ def constant(value: ir.Value | None) -> np.ndarray | None:
 
 def float64(value: ir.Value) -> torch.Tensor:
     """A constant as a float64 tensor (the caller checked it is one)."""
-    return torch.from_numpy(np.asarray(constant(value), dtype=np.float64).copy())
+    return torch.from_numpy(constant(value).astype(np.float64))  # a new, writable array
 
 
 def users(value: ir.Value) -> list[ir.Node]:

@@ -13,6 +13,10 @@ channel map when
 The region is evaluated here in float64 (numpy, with the ONNX semantics of
 those ops; no runtime), on probes of its real input shape:
 
+* (A, c) is first read off the ops when they are the grouped product that
+  whitening layers export to (reshape into groups, ``W_g @ x_g``, reshape
+  back) or reshapes alone; otherwise, or when the random probe below refutes
+  that reading, it is extracted:
 * ``x = e_j`` at one position ``p_j`` (a different position for each j, as many
   per evaluation as there are positions) gives column ``A[:, j] = f(x)[:, p_j] - c``,
   where ``c`` is ``f(x)`` at the positions where ``x = 0`` (the same at all of
@@ -43,6 +47,7 @@ from .graph import attr, constant
 TOLERANCE = 1e-9
 LAYOUT_OPS = layout.OPS
 ELEMENTWISE_OPS = ("Add", "Sub", "Mul", "Div")
+ORDER_KEEPING = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")  # layout ops that keep the flat order
 
 
 def extract(nodes: tuple[ir.Node, ...], shapes: list[tuple[int, ...]], versions: dict[ir.Node, int]) -> ChannelMap | str:
@@ -50,9 +55,9 @@ def extract(nodes: tuple[ir.Node, ...], shapes: list[tuple[int, ...]], versions:
 
     The map is extracted in one evaluation at a batch large enough to hold a
     position for every column (when the region runs at that batch; else at the
-    largest analysed shape, over several evaluations), then checked with the
-    zero and the random probe at every analysed shape: the check, not the
-    extraction, is the proof.
+    largest analysed shape, over several evaluations), then checked by the
+    random probe at every analysed shape: the check, not the extraction, is the
+    proof.
     """
     if any(len(s) < 2 for s in shapes):
         return f"its input has rank {len(shapes[0])}, so it has no channel axis"
@@ -60,81 +65,129 @@ def extract(nodes: tuple[ir.Node, ...], shapes: list[tuple[int, ...]], versions:
     if isinstance(run, str):
         return run
     shapes = sorted((tuple(s) for s in shapes), key=math.prod, reverse=True)
-    a = c = None
     wide = (-(-shapes[0][1] // math.prod(shapes[0][2:])), *shapes[0][1:])  # room for every column at once
-    if wide[0] > shapes[0][0]:
-        got = _probe(run, wide, None, None)
-        a, c = (None, None) if isinstance(got, str) else got  # a region tied to its batch size: extract at that size
-    for shape in shapes:
-        got = _probe(run, shape, a, c)
-        if isinstance(got, str):
-            return got
+    why = ""
+    # first the map read off the ops, if they are the grouped product whitening layers export to;
+    # then extracted at the wide batch; a region tied to its batch size fails there: then at the
+    # largest analysed batch. The random probes decide.
+    for at in ["read"] + ([wide] if wide[0] > shapes[0][0] else []) + [shapes[0]]:
+        got = _read(nodes, shapes[0]) if at == "read" else _extract(run, at)
+        if got is None or isinstance(got, str):
+            why = got or why
+            continue
         a, c = got
-    if not (a - np.diag(np.diagonal(a))).any():
-        return ChannelMap.of(torch.from_numpy(np.diagonal(a).copy()), torch.from_numpy(c))
-    return ChannelMap.of(torch.from_numpy(a), torch.from_numpy(c))
+        bound = np.abs(a).sum(1).max()  # |A x| <= bound * max |x|
+        why = next((w for w in (_check(run, shape, a, c, bound) for shape in shapes) if w is not None), None)
+        if why is None:
+            if not (a - np.diag(np.diagonal(a))).any():
+                return ChannelMap.of(torch.from_numpy(np.diagonal(a).copy()), torch.from_numpy(c))
+            return ChannelMap.of(torch.from_numpy(a), torch.from_numpy(c))
+    return why
 
 
-def _probe(run, shape: tuple[int, ...], a: np.ndarray | None, c: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | str:
-    """(A, c) of the region at ``shape``: extracted when ``a`` is None, else ``a`` and ``c`` checked
-    there by the random probe alone (it sees a wrong offset as surely as a wrong A)."""
+def _read(nodes: tuple[ir.Node, ...], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(A, c) as the ops say, when they are ``Reshape`` to ``(N, G, C/G, P)`` (or ``(N, C, P)``),
+    ``MatMul(W, .)`` with ``W`` one ``(C/G, C/G)`` block or one per group, ``Reshape`` back:
+    ``A = diag(W_1, ..., W_G)``, ``c = 0``. None for anything else. A guess, cheaper than
+    extracting: only the random probe proves it. Reshapes alone (they keep the elements' order)
+    that come back to ``shape`` are the identity."""
+    ops = [n.op_type for n in nodes]
+    if all(op in ORDER_KEEPING for op in ops):
+        return np.eye(shape[1]), np.zeros(shape[1])
+    if ops != ["Reshape", "MatMul", "Reshape"]:
+        return None
+    first, product, last = nodes
+    w, target, back = constant(product.inputs[0]), constant(first.inputs[1]), constant(last.inputs[1])
+    if w is None or target is None or back is None or product.inputs[1] is not first.outputs[0]:
+        return None
+    try:
+        grouped = layout.reshaped(shape, target, attr(first, "allowzero", 0))
+        if layout.reshaped(grouped, back, attr(last, "allowzero", 0)) != shape:
+            return None
+    except ValueError:
+        return None
+    channels, positions = shape[1], math.prod(shape[2:])
+    if len(grouped) == 3:
+        grouped = (grouped[0], 1, *grouped[1:])
+    n, groups, size, p = grouped if len(grouped) == 4 else (None,) * 4
+    if (n, groups * size, p) != (shape[0], channels, positions) or w.shape[-2:] != (size, size):
+        return None
+    lead = (1,) * (4 - w.ndim) + w.shape[:-2]
+    if w.ndim > 4 or lead[0] != 1 or lead[1] not in (1, groups):
+        return None
+    blocks = np.broadcast_to(w.reshape(lead[1], size, size), (groups, size, size)).astype(np.float64)
+    a = np.zeros((channels, channels))
+    for g in range(groups):
+        a[g * size:(g + 1) * size, g * size:(g + 1) * size] = blocks[g]
+    return a, np.zeros(channels)
+
+
+def _evaluate(run, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | str:
+    """The region on ``x`` given as columns ``(C, positions)`` of a ``shape`` input, as columns."""
+    try:
+        y = run(_tensor(x, shape))
+    except Exception as exc:  # a reshape that does not fit this shape, a broadcast that fails
+        return f"it cannot be evaluated on a {list(shape)} input ({type(exc).__name__}: {_first_line(exc)})"
+    if y.shape != shape:
+        return f"it maps a {list(shape)} input to {list(y.shape)}, not to the same shape"
+    return _columns(y)
+
+
+def _extract(run, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | str:
+    """(A, c) of the region at ``shape``: column j of A from ``x = e_j`` at one position, c where ``x = 0``."""
     channels = shape[1]
     positions = math.prod(shape) // channels
-
-    def f(x: np.ndarray) -> np.ndarray | str:
-        try:
-            y = run(x)
-        except Exception as exc:  # a reshape that does not fit this shape, a broadcast that fails
-            return f"it cannot be evaluated on a {list(shape)} input ({type(exc).__name__}: {_first_line(exc)})"
-        if y.shape != x.shape:
-            return f"it maps a {list(shape)} input to {list(y.shape)}, not to the same shape"
-        return _columns(y)
-
-    if a is None:
-        # columns j at positions j, zeros elsewhere: the zero positions give c (all of them the same),
-        # in the same evaluation when there are more positions than channels
-        starts = list(range(0, channels, positions))
-        cols = []
-        for start in starts if positions > channels else [None, *starts]:
-            x = np.zeros((channels, positions))
-            if start is not None:
-                count = min(positions, channels - start)
-                x[np.arange(start, start + count), np.arange(count)] = 1.0
-            y = f(_tensor(x, shape))
-            if isinstance(y, str):
-                return y
-            cols.append(y)
-        zero = cols[0][:, channels:] if positions > channels else cols.pop(0)
-        c = zero[:, 0].copy()
-        spread = np.abs(zero - c[:, None]).max()
-        if not np.isfinite(zero).all() or spread > TOLERANCE * max(1.0, np.abs(c).max()):
-            return f"its offset differs between positions (by {spread:.3g}): not the same channel map at every position"
-        a = np.concatenate([y[:, :min(positions, channels - start)] for y, start in zip(cols, starts)], axis=1)
-        a -= c[:, None]
-
-    x = _random(channels, positions)
-    y = f(_tensor(x, shape))
-    if isinstance(y, str):
-        return y
-    error = np.abs(y - _product(a, x) - c[:, None]).max()
-    # a bound on |A| |x| + |c| without a second product: max row sum of |A| times max |x|
-    scale = max(np.abs(a).sum(1).max() * np.abs(x).max() + np.abs(c).max(), 1e-300)
-    if not np.isfinite(a).all() or not np.isfinite(error) or error > TOLERANCE * scale:
-        return (f"it is not the same channel map at every position of a {list(shape)} input (a random probe "
-                f"misses A x + c by {error / scale:.2g} of its scale): it mixes or varies across positions")
+    # columns j at positions j, zeros elsewhere: the zero positions give c (all of them the same),
+    # in the same evaluation when there are more positions than channels
+    starts = list(range(0, channels, positions))
+    cols = []
+    for start in starts if positions > channels else [None, *starts]:
+        x = np.zeros((channels, positions))
+        if start is not None:
+            count = min(positions, channels - start)
+            x[np.arange(start, start + count), np.arange(count)] = 1.0
+        y = _evaluate(run, x, shape)
+        if isinstance(y, str):
+            return y
+        cols.append(y)
+    zero = cols[0][:, channels:] if positions > channels else cols.pop(0)
+    c = zero[:, 0].copy()
+    spread = np.abs(zero - c[:, None]).max()
+    if not np.isfinite(zero).all() or spread > TOLERANCE * max(1.0, np.abs(c).max()):
+        return f"its offset differs between positions (by {spread:.3g}): not the same channel map at every position"
+    a = np.concatenate([y[:, :min(positions, channels - start)] for y, start in zip(cols, starts)], axis=1)
+    a -= c[:, None]
     return a, c
 
 
+def _check(run, shape: tuple[int, ...], a: np.ndarray, c: np.ndarray, bound: float) -> str | None:
+    """Why ``y = A x + c`` does not hold at every position of a random ``shape`` input, or None.
+
+    ``x`` differs at every position, so a region that is not this channel map
+    at some position (a wrong A or c, a mix of positions) misses it there, with
+    probability one.
+    """
+    channels = shape[1]
+    x, biggest = _random(channels, math.prod(shape) // channels)  # read only
+    y = _evaluate(run, x, shape)
+    if isinstance(y, str):
+        return y
+    # torch's one-thread GEMM (in the pass): OpenBLAS threads a C x C x P product beyond 2^18
+    # multiply-adds, which on busy cores costs more than the product
+    miss = torch.addmm(torch.from_numpy(c)[:, None], torch.from_numpy(a), torch.from_numpy(x))
+    error = float(miss.sub_(torch.from_numpy(y)).abs_().max())
+    scale = max(bound * biggest + np.abs(c).max(), 1e-300)
+    if not np.isfinite(a).all() or not math.isfinite(error) or error > TOLERANCE * scale:
+        return (f"it is not the same channel map at every position of a {list(shape)} input (a random probe "
+                f"misses A x + c by {error / scale:.2g} of its scale): it mixes or varies across positions")
+    return None
+
+
 @functools.lru_cache(maxsize=64)
-def _random(channels: int, positions: int) -> np.ndarray:
+def _random(channels: int, positions: int) -> tuple[np.ndarray, float]:
+    """A fixed random probe as columns, and its largest magnitude."""
     x = np.random.default_rng(0).standard_normal((channels, positions))
-    return x
-
-
-def _product(a: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """a @ x on torch's (one-thread, in the pass) GEMM: OpenBLAS threads a C x C x P product
-    beyond 2^18 multiply-adds, which on busy cores costs more than the product."""
-    return (torch.from_numpy(a) @ torch.from_numpy(x)).numpy()
+    return x, float(np.abs(x).max())
 
 
 def _columns(t: np.ndarray) -> np.ndarray:
