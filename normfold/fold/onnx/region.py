@@ -45,6 +45,7 @@ from . import layout
 from .graph import attr, constant
 
 TOLERANCE = 1e-9
+SMALL_PRODUCT = 2**18  # multiply-adds of one matrix product: OpenBLAS's threshold for threads (see _matmul)
 LAYOUT_OPS = layout.OPS
 ELEMENTWISE_OPS = ("Add", "Sub", "Mul", "Div")
 ORDER_KEEPING = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")  # layout ops that keep the flat order
@@ -122,15 +123,15 @@ def _read(nodes: tuple[ir.Node, ...], shape: tuple[int, ...]) -> tuple[np.ndarra
     return a, np.zeros(channels)
 
 
-def _evaluate(run, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | str:
-    """The region on ``x`` given as columns ``(C, positions)`` of a ``shape`` input, as columns."""
+def _evaluate(run, x: np.ndarray) -> np.ndarray | str:
+    """The region on ``x``, or why it cannot be evaluated there."""
     try:
-        y = run(_tensor(x, shape))
+        y = run(x)
     except Exception as exc:  # a reshape that does not fit this shape, a broadcast that fails
-        return f"it cannot be evaluated on a {list(shape)} input ({type(exc).__name__}: {_first_line(exc)})"
-    if y.shape != shape:
-        return f"it maps a {list(shape)} input to {list(y.shape)}, not to the same shape"
-    return _columns(y)
+        return f"it cannot be evaluated on a {list(x.shape)} input ({type(exc).__name__}: {_first_line(exc)})"
+    if y.shape != x.shape:
+        return f"it maps a {list(x.shape)} input to {list(y.shape)}, not to the same shape"
+    return y
 
 
 def _extract(run, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | str:
@@ -146,10 +147,10 @@ def _extract(run, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | str
         if start is not None:
             count = min(positions, channels - start)
             x[np.arange(start, start + count), np.arange(count)] = 1.0
-        y = _evaluate(run, x, shape)
+        y = _evaluate(run, _tensor(x, shape))
         if isinstance(y, str):
             return y
-        cols.append(y)
+        cols.append(_columns(y))
     zero = cols[0][:, channels:] if positions > channels else cols.pop(0)
     c = zero[:, 0].copy()
     spread = np.abs(zero - c[:, None]).max()
@@ -167,15 +168,15 @@ def _check(run, shape: tuple[int, ...], a: np.ndarray, c: np.ndarray, bound: flo
     at some position (a wrong A or c, a mix of positions) misses it there, with
     probability one.
     """
-    channels = shape[1]
-    x, biggest = _random(channels, math.prod(shape) // channels)  # read only
-    y = _evaluate(run, x, shape)
+    x, biggest = _random(shape)  # read only
+    y = _evaluate(run, x)
     if isinstance(y, str):
         return y
-    # torch's one-thread GEMM (in the pass): OpenBLAS threads a C x C x P product beyond 2^18
-    # multiply-adds, which on busy cores costs more than the product
-    miss = torch.addmm(torch.from_numpy(c)[:, None], torch.from_numpy(a), torch.from_numpy(x))
-    error = float(miss.sub_(torch.from_numpy(y)).abs_().max())
+    flat = (shape[0], shape[1], -1)  # (N, C, P): A acts on axis 1 of each sample
+    miss = _matmul(a, x.reshape(flat))
+    miss += c[:, None]
+    miss -= y.reshape(flat)
+    error = float(np.abs(miss, out=miss).max())
     scale = max(bound * biggest + np.abs(c).max(), 1e-300)
     if not np.isfinite(a).all() or not math.isfinite(error) or error > TOLERANCE * scale:
         return (f"it is not the same channel map at every position of a {list(shape)} input (a random probe "
@@ -183,10 +184,20 @@ def _check(run, shape: tuple[int, ...], a: np.ndarray, c: np.ndarray, bound: flo
     return None
 
 
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` (numpy's broadcasting, ONNX's MatMul) in float64: numpy for small matrices;
+    torch's GEMM (one thread in the pass) for large ones, which numpy's OpenBLAS spreads over
+    threads that on busy cores cost several times the product (torch's float64 GEMM costs about
+    20 us to start, numpy's 2)."""
+    if a.ndim < 2 or b.ndim < 2 or a.shape[-2] * a.shape[-1] * b.shape[-1] < SMALL_PRODUCT:
+        return np.matmul(a, b)
+    return torch.matmul(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+
+
 @functools.lru_cache(maxsize=64)
-def _random(channels: int, positions: int) -> tuple[np.ndarray, float]:
-    """A fixed random probe as columns, and its largest magnitude."""
-    x = np.random.default_rng(0).standard_normal((channels, positions))
+def _random(shape: tuple[int, ...]) -> tuple[np.ndarray, float]:
+    """A fixed random probe of ``shape``, and its largest magnitude."""
+    x = np.random.default_rng(0).standard_normal(shape)
     return x, float(np.abs(x).max())
 
 
@@ -230,8 +241,8 @@ def _step(node: ir.Node, version: int | None) -> Callable[[np.ndarray], np.ndarr
         return (lambda x: fn(x, k)) if data == 0 else (lambda x: fn(k, x))
     if op == "MatMul":
         data = 0 if consts[0] is None else 1
-        w = np.asarray(consts[1 - data], dtype=np.float64)
-        return (lambda x: np.matmul(x, w)) if data == 0 else (lambda x: np.matmul(w, x))
+        w = consts[1 - data].astype(np.float64)  # a writable copy: torch reads it in _matmul
+        return (lambda x: _matmul(x, w)) if data == 0 else (lambda x: _matmul(w, x))
     if op in layout.OPS:
         attrs = {name: a.value for name, a in node.attributes.items()}
         return lambda x: layout.apply(op, x, consts[1:], attrs, version)
