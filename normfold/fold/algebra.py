@@ -74,7 +74,7 @@ class ChannelMap:
         return ChannelMap(a2 @ self.matrix(), a2 @ self.c + after.c)
 
     @functools.cached_property
-    def _cuts(self) -> np.ndarray:
+    def _cuts(self) -> list[bool]:
         """``cuts[k]``: no entry of A links a channel below k with one at or above it (0 <= k <= C).
 
         A is block-diagonal with blocks ``[k_0, k_1), [k_1, k_2), ...`` exactly when
@@ -83,18 +83,19 @@ class ChannelMap:
         """
         n = self.channels
         if self.diagonal:
-            return np.ones(n + 1, dtype=bool)
-        nonzero = (self.a != 0).cpu().numpy()  # a few small vectors: numpy, not torch's per-op cost
-        index = np.arange(n)
-        farthest = np.maximum(np.where(nonzero, index, 0).max(1), np.where(nonzero, index[:, None], 0).max(0))
+            return [True] * (n + 1)
+        nonzero = self.a.detach().cpu().numpy() != 0  # small arrays: numpy, not torch's per-op cost
+        last_in_row = n - 1 - nonzero[:, ::-1].argmax(1)  # n - 1 for an all-zero row: reaches nothing
+        last_in_column = n - 1 - nonzero[::-1].argmax(0)
+        farthest = np.maximum(np.where(nonzero.any(1), last_in_row, 0), np.where(nonzero.any(0), last_in_column, 0))
         reach = np.maximum.accumulate(farthest)
-        return np.concatenate(([True], reach[:-1] < index[1:], [True]))
+        return [True, *(reach[:-1] < np.arange(1, n)).tolist(), True]
 
     def is_block_diagonal(self, groups: int) -> bool:
         if self.diagonal or groups == 1:
             return True
-        size = self.channels // groups
-        return bool(self._cuts[size:self.channels:size].all())
+        size, cuts = self.channels // groups, self._cuts
+        return all(cuts[k] for k in range(size, self.channels, size))
 
     def finest_blocks(self, groups: int) -> int:
         """The most equal diagonal blocks of A, a multiple of ``groups`` (whose blocks hold A): the
@@ -113,8 +114,8 @@ class ChannelMap:
         size = self.channels // groups
         if self.diagonal:
             return torch.diag_embed(self.a.reshape(groups, size))
-        idx = torch.arange(groups, device=self.a.device)
-        return self.a.reshape(groups, size, groups, size)[idx, :, idx, :]
+        a = self.a.contiguous()  # block g starts at row and column g * size: a strided view of them
+        return a.as_strided((groups, size, size), (size * self.channels + size, self.channels, 1))
 
     def shift(self) -> torch.Tensor | None:
         """nu = -A^{-1} c, so that ``A x + c == A (x - nu)``; None when A is singular."""
