@@ -34,10 +34,10 @@ from typing import Iterator, Mapping, Sequence
 import onnx
 import onnx_ir as ir
 import torch
-from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from ..report import FoldReport
 from .fold import OnnxPass
+from .graph import sweep
 from .load import keep_value_info, read, working_copy
 from .shapes import infer
 
@@ -75,7 +75,7 @@ def _fold(model, input_shapes, densify) -> tuple[onnx.ModelProto, FoldReport]:
             f"({', '.join(f'{k}={list(v)}' for k, v in input_shapes.items())}); the folded graph keeps the "
             "declared input dims"
         )
-    RemoveUnusedNodesPass()(work)
+    sweep(work.graph)
     out = ir.serde.serialize_model(work)
     keep_value_info(source.proto, out)
     return out, report

@@ -1,6 +1,8 @@
 """What every part of the ONNX pass asks of an onnx-ir graph: constants, names, uses, op versions."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -59,10 +61,13 @@ def op_version(node: ir.Node, opsets: dict[str, int]) -> int | None:
     if node.domain not in ONNX_DOMAINS:
         return None
     opset = opsets.get("", opsets.get("ai.onnx"))
-    if opset is None:
-        return None
+    return None if opset is None else _since_version(node.op_type, opset)
+
+
+@functools.lru_cache(maxsize=1024)
+def _since_version(op_type: str, opset: int) -> int | None:
     try:
-        return onnx.defs.get_schema(node.op_type, opset, "").since_version
+        return onnx.defs.get_schema(op_type, opset, "").since_version
     except Exception:  # onnx.defs.SchemaError: no such op at this opset
         return None
 
@@ -97,3 +102,20 @@ def unknown_version(node: ir.Node, version: int | None, opset: int | None) -> st
     known = ", ".join(map(str, sorted(KNOWN_VERSIONS.get(node.op_type, ()))))
     return (f"{label(node)} is {node.op_type}-{version} (opset {opset}), a version of the op this pass does not know "
             f"(it knows {node.op_type}-{{{known}}})")
+
+
+def sweep(graph: ir.Graph) -> None:
+    """Drop what nothing reads: nodes whose outputs feed no node and no graph output (last
+    first, so a dead chain goes in one sweep), then such initializers. What the fold leaves
+    behind: a folded norm's parameters, a layer's old weight, a shape computation made constant.
+
+    onnx-ir's RemoveUnusedNodesPass does this too, and more (it also trims optional outputs,
+    looking up every node's schema): a tenth of the fold's time on a 150-node model.
+    """
+    outputs = frozenset(graph.outputs)
+    for node in reversed(graph):
+        if not any(o in outputs or o.uses() for o in node.outputs):
+            graph.remove(node, safe=True)
+    for name, value in list(graph.initializers.items()):
+        if not value.uses() and value not in outputs and not value.is_graph_input():
+            del graph.initializers[name]

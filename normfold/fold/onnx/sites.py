@@ -58,12 +58,7 @@ class Finder:
     def __init__(self, graph: ir.Graph, shapes: Shapes, opsets: dict[str, int]):
         self.graph, self.shapes = graph, shapes
         self.opset = opsets.get("", opsets.get("ai.onnx"))
-        known: dict[tuple[str, str], int | None] = {}
-        for n in graph:
-            key = (n.domain, n.op_type)
-            if key not in known:
-                known[key] = op_version(n, opsets)
-        self.versions = {n: known[(n.domain, n.op_type)] for n in graph}
+        self.versions = {n: op_version(n, opsets) for n in graph}
 
     def runs(self) -> list[list[NormSite | None]]:
         """Each run as its sites in order, ``None`` where a node breaks the sequence."""
