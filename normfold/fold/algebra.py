@@ -100,6 +100,9 @@ class ChannelMap:
     def finest_blocks(self, groups: int) -> int:
         """The most equal diagonal blocks of A, a multiple of ``groups`` (whose blocks hold A): the
         block count that folds with the fewest multiply-adds."""
+        cuts = self._cuts
+        if not any(cuts[1:-1]):  # one dense block (per group: the caller checked those)
+            return groups
         per_group = self.channels // groups
         counts = {groups * e for i in range(1, math.isqrt(per_group) + 1) if per_group % i == 0
                   for e in (i, per_group // i)}

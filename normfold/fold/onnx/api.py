@@ -27,6 +27,7 @@ evidence), ``sites`` with ``norms`` and ``region`` (what each site computes),
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 from typing import Iterator, Mapping, Sequence
@@ -36,6 +37,7 @@ import onnx_ir as ir
 import torch
 
 from ..report import FoldReport
+from . import tidy
 from .fold import OnnxPass
 from .graph import sweep
 from .load import keep_value_info, read, working_copy
@@ -63,10 +65,14 @@ def fold_onnx(
 def _fold(model, input_shapes, densify) -> tuple[onnx.ModelProto, FoldReport]:
     source = read(model)
     shapes = infer(source.skeleton, source.data_inputs, input_shapes, source.label)
-    work = working_copy(source, lambda: infer(source.skeleton, source.data_inputs, None, source.label)
-                        if input_shapes else shapes)
+    # the shapes as the model declares them (a rewrite that is not a fold must hold for every input)
+    declared = functools.cache(lambda: infer(source.skeleton, source.data_inputs, None, source.label)
+                               if input_shapes else shapes)
+    work = working_copy(source, declared)
     report = FoldReport(front_end="onnx")
     fold_pass = OnnxPass(work, shapes, report, densify=densify)
+    tidy.drop_identities(work.graph)
+    tidy.constant_reshapes(work.graph, declared, fold_pass.fresh)
     with _one_thread():
         fold_pass.run()
     if fold_pass.regions_folded and input_shapes:

@@ -161,7 +161,7 @@ class OnnxPass:
         node = self._install(layer, rewrite, tensors)
         out = node.outputs[0]
         if tensors.get("bias_after") is not None:
-            out.name = self._fresh(f"{label(node)}_out")
+            out.name = self.fresh(f"{label(node)}_out")
             out = self._add_after(node, tensors["bias_after"])
         tail.replace_all_uses_with(out, replace_graph_outputs=True)
         self.graph.remove([n for s in sites for n in s.nodes], safe=True)
@@ -201,8 +201,8 @@ class OnnxPass:
             if why is not None:
                 return why
             sub = ir.node("Sub", [source, self._initializer(f"{label(consumer)}_shift", nu)],
-                          name=self._fresh(f"{label(consumer)}_shift"))
-            sub.outputs[0].name = self._fresh(f"{label(consumer)}_shifted")
+                          name=self.fresh(f"{label(consumer)}_shift"))
+            sub.outputs[0].name = self.fresh(f"{label(consumer)}_shifted")
             self.graph.insert_before(consumer, sub)
             data = sub.outputs[0]
         else:
@@ -232,12 +232,12 @@ class OnnxPass:
                 value, why = cast(merged, TORCH_DTYPES[add.inputs[k_index].dtype], "the merged bias")
                 if why is None:
                     add.replace_input_with(k_index, self._initializer(f"{add.inputs[k_index].name}_folded", value))
-                    out.name = self._fresh(f"{label(node)}_out")
+                    out.name = self.fresh(f"{label(node)}_out")
                     return
         name = out.name
         readers = [(u.node, u.idx) for u in out.uses()]
         outputs = [i for i, v in enumerate(self.graph.outputs) if v is out]
-        out.name = self._fresh(f"{label(node)}_out")
+        out.name = self.fresh(f"{label(node)}_out")
         added = self._add_after(node, bias)
         for reader, index in readers:
             reader.replace_input_with(index, added)
@@ -320,18 +320,19 @@ class OnnxPass:
 
     def _add_after(self, node: ir.Node, bias: torch.Tensor) -> ir.Value:
         add = ir.node("Add", [node.outputs[0], self._initializer(f"{label(node)}_bias", bias)],
-                      name=self._fresh(f"{label(node)}_bias_add"))
+                      name=self.fresh(f"{label(node)}_bias_add"))
         self.graph.insert_after(node, add)
         return add.outputs[0]
 
     def _initializer(self, base: str, t: torch.Tensor) -> ir.Value:
-        name = self._fresh(base)
+        name = self.fresh(base)
         # the cast tensor's own memory (nothing writes it after the cast), copied once when serialized
         value = ir.Value(name=name, const_value=ir.Tensor(t.numpy(), name=name))
         self.graph.register_initializer(value)
         return value
 
-    def _fresh(self, base: str) -> str:
+    def fresh(self, base: str) -> str:
+        """A tensor or node name the graph does not use yet, from ``base``."""
         name, k = base, 1
         while name in self.names:
             name, k = f"{base}_{k}", k + 1

@@ -91,7 +91,7 @@ def elementwise(node: ir.Node, data: int, shapes: Shapes) -> AxisMap | str:
     if not np.isfinite(a).all():
         i = int(np.flatnonzero(~np.isfinite(a))[0])
         return f"it divides by {float(values[i]):.4g} (element {i} of its constant)"
-    return AxisMap(ChannelMap.of(torch.from_numpy(a), torch.from_numpy(c)), varying[0] if varying else None)
+    return AxisMap(ChannelMap(torch.from_numpy(a), torch.from_numpy(c)), varying[0] if varying else None)  # float64 (C,)
 
 
 def _affine(op: str, data: int, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

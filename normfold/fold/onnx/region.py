@@ -62,7 +62,8 @@ def extract(nodes: tuple[ir.Node, ...], shapes: list[tuple[int, ...]], versions:
     """
     if any(len(s) < 2 for s in shapes):
         return f"its input has rank {len(shapes[0])}, so it has no channel axis"
-    run = _program(nodes, versions)
+    consts = {node: [constant(v) for v in node.inputs] for node in nodes}  # each stored input, read once
+    run = _program(nodes, versions, consts)
     if isinstance(run, str):
         return run
     shapes = sorted((tuple(s) for s in shapes), key=math.prod, reverse=True)
@@ -72,7 +73,7 @@ def extract(nodes: tuple[ir.Node, ...], shapes: list[tuple[int, ...]], versions:
     # then extracted at the wide batch; a region tied to its batch size fails there: then at the
     # largest analysed batch. The random probes decide.
     for at in ["read"] + ([wide] if wide[0] > shapes[0][0] else []) + [shapes[0]]:
-        got = _read(nodes, shapes[0]) if at == "read" else _extract(run, at)
+        got = _read(nodes, shapes[0], consts) if at == "read" else _extract(run, at)
         if got is None or isinstance(got, str):
             why = got or why
             continue
@@ -86,7 +87,7 @@ def extract(nodes: tuple[ir.Node, ...], shapes: list[tuple[int, ...]], versions:
     return why
 
 
-def _read(nodes: tuple[ir.Node, ...], shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray] | None:
+def _read(nodes: tuple[ir.Node, ...], shape: tuple[int, ...], consts) -> tuple[np.ndarray, np.ndarray] | None:
     """(A, c) as the ops say, when they are ``Reshape`` to ``(N, G, C/G, P)`` (or ``(N, C, P)``),
     ``MatMul(W, .)`` with ``W`` one ``(C/G, C/G)`` block or one per group, ``Reshape`` back:
     ``A = diag(W_1, ..., W_G)``, ``c = 0``. None for anything else. A guess, cheaper than
@@ -98,7 +99,7 @@ def _read(nodes: tuple[ir.Node, ...], shape: tuple[int, ...]) -> tuple[np.ndarra
     if ops != ["Reshape", "MatMul", "Reshape"]:
         return None
     first, product, last = nodes
-    w, target, back = constant(product.inputs[0]), constant(first.inputs[1]), constant(last.inputs[1])
+    w, target, back = consts[product][0], consts[first][1], consts[last][1]
     if w is None or target is None or back is None or product.inputs[1] is not first.outputs[0]:
         return None
     try:
@@ -211,10 +212,10 @@ def _tensor(columns: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return columns.reshape(shape[1], shape[0], *shape[2:]).swapaxes(0, 1)
 
 
-def _program(nodes, versions) -> Callable[[np.ndarray], np.ndarray] | str:
+def _program(nodes, versions, consts) -> Callable[[np.ndarray], np.ndarray] | str:
     steps = []
     for node in nodes:
-        step = _step(node, versions.get(node))
+        step = _step(node, versions.get(node), consts[node])
         if isinstance(step, str):
             return step
         steps.append(step)
@@ -227,13 +228,11 @@ def _program(nodes, versions) -> Callable[[np.ndarray], np.ndarray] | str:
     return run
 
 
-def _step(node: ir.Node, version: int | None) -> Callable[[np.ndarray], np.ndarray] | str:
+def _step(node: ir.Node, version: int | None, consts: list) -> Callable[[np.ndarray], np.ndarray] | str:
     """One node as a float64 numpy function of its data input (the ONNX definition of the op:
     ONNX broadcasting and MatMul are numpy's). numpy, not torch, because torch's matmul of a
     broadcast weight copies it once per sample."""
     op = node.op_type
-    ins = list(node.inputs)
-    consts = [constant(v) for v in ins]
     if op in ELEMENTWISE_OPS:
         data = 0 if consts[0] is None else 1
         k = np.asarray(consts[1 - data], dtype=np.float64)
