@@ -50,6 +50,7 @@ class OnnxPass:
         self.why_back: dict[int, str] = {}
         self.why_fwd: dict[int, str] = {}
         self.done: set[int] = set()
+        self.composed: dict[tuple[int, ...], AxisMap | None] = {}
         self.regions_folded = 0
 
     # ---- chains ------------------------------------------------------------------------------
@@ -125,7 +126,7 @@ class OnnxPass:
         inverse): exact without any layer, whatever else reads the tensors around it."""
         if not all(s.map.map.diagonal for s in sites):  # a matrix and its inverse: not worth the search
             return False
-        m = _compose(sites)
+        m = self._compose(sites)
         if m is None or bool((m.map.a != 1).any()) or bool(m.map.c.any()):
             return False
         tail, source = sites[-1].output, sites[0].input
@@ -271,8 +272,15 @@ class OnnxPass:
         bias = float64(bias_value) if bias_value is not None else None
         return Layer(node, label(node), weight, bias, self.shapes.of(value_name))
 
+    def _compose(self, sites: list[NormSite]) -> AxisMap | None:
+        """The chain's map, composed once (the identity test and each rule ask for it)."""
+        key = tuple(map(id, sites))
+        if key not in self.composed:
+            self.composed[key] = _compose(sites)
+        return self.composed[key]
+
     def _rewrite(self, rule, layer: Layer, sites: list[NormSite]) -> Rewrite | str:
-        m = _compose(sites)
+        m = self._compose(sites)
         if m is None:
             return "the chain's maps act on different axes"
         site = Site(layer, m, self.densify)
