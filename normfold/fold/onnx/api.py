@@ -7,7 +7,8 @@ Contract (the CLI and verify rely on it):
 * ``report.front_end == "onnx"``. Every norm-like site (each BatchNormalization,
   each Add/Sub/Mul/Div with one constant operand, each channel-mixing region)
   appears once: in ``report.folded`` (``norm``: the site's node name(s), joined by
-  ","; ``into``: the Conv/ConvTranspose/Gemm/MatMul node, or ``""`` with
+  ",", after the PyTorch module path(s) where the dynamo exporter recorded them:
+  ``"features.0.1 (node_batch_norm_3)"``; ``into``: the Conv/ConvTranspose/Gemm/MatMul node, or ``""`` with
   ``rule == "identity"`` for a chain whose map is exactly y = x, removed) or in
   ``report.skipped`` with the reason.
 * Nodes that are not rewritten keep their names and output tensor names; a

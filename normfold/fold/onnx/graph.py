@@ -1,6 +1,7 @@
 """What every part of the ONNX pass asks of an onnx-ir graph: constants, names, uses, op versions."""
 from __future__ import annotations
 
+import ast
 import functools
 
 import numpy as np
@@ -9,11 +10,34 @@ import onnx_ir as ir
 import torch
 
 ONNX_DOMAINS = ("", "ai.onnx")
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 
 
 def label(node: ir.Node) -> str:
     """The node's name; an unnamed node by its op and first output tensor."""
     return node.name or f"{node.op_type}({node.outputs[0].name if node.outputs else ''})"
+
+
+def module_path(node: ir.Node) -> str | None:
+    """The PyTorch module a node was exported from, as the dynamo exporter records it (metadata
+    ``pkg.torch.onnx.name_scopes``: the module path's prefixes, then the op); None without it or
+    for an op of the model's own forward."""
+    scopes = node.metadata_props.get(NAME_SCOPES)
+    if not scopes:
+        return None
+    try:
+        names = ast.literal_eval(scopes)
+    except (ValueError, SyntaxError):
+        return None
+    return names[-2] if isinstance(names, list) and len(names) >= 2 and isinstance(names[-2], str) and names[-2] else None
+
+
+def named(nodes) -> str:
+    """Nodes as the report names them: their names joined by ",", after the modules they were
+    exported from where the file records those ("features.0.1 (node_batch_norm_3)")."""
+    labels = ",".join(label(n) for n in nodes)
+    paths = list(dict.fromkeys(p for p in map(module_path, nodes) if p))
+    return f"{','.join(paths)} ({labels})" if paths else labels
 
 
 def is_constant(value: ir.Value | None) -> bool:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from . import norms, region
-from .graph import ONNX_DOMAINS, is_constant, label, op_version, sole_user, unknown_version
+from .graph import ONNX_DOMAINS, is_constant, label, named, op_version, sole_user, unknown_version
 from .maps import AxisMap
 from .region import ELEMENTWISE_OPS, LAYOUT_OPS
 from .shapes import Shapes
@@ -45,7 +45,7 @@ class NormSite:
 
     @property
     def name(self) -> str:
-        return ",".join(label(n) for n in self.nodes)
+        return named(self.nodes)
 
     @property
     def norm_like(self) -> bool:
