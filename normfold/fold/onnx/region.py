@@ -10,13 +10,19 @@ channel map when
 
     f(x)[n, :, p] = A x[n, :, p] + c        at every position (n, p)
 
-The region is evaluated here in float64 (numpy, with the ONNX semantics of
+A region that is exactly the grouped product whitening layers export to,
+``Reshape`` of ``(N, C, *spatial)`` to ``(N, G, C/G, P)``, ``MatMul(W, .)``,
+``Reshape`` back, is read off its ops: a row-major reshape that splits C into
+G groups of C/G and merges the positions, a product over the C/G axis alone
+with one ``(C/G, C/G)`` matrix per group (or one for all), and the inverse
+reshape are ``A = diag(W_1, ..., W_G)``, ``c = 0`` at every position and batch,
+by the ops' definitions; the read must hold at every analysed shape.
+
+Any other region is evaluated in float64 (numpy, with the ONNX semantics of
 those ops; no runtime), on probes of its real input shape:
 
-* (A, c) is first read off the ops when they are the grouped product that
-  whitening layers export to (reshape into groups, ``W_g @ x_g``, reshape
-  back) or reshapes alone; otherwise, or when the random probe below refutes
-  that reading, it is extracted:
+* a stretch of reshapes alone is guessed to be the identity (reshapes keep
+  the elements' order), else (A, c) is extracted:
 * ``x = e_j`` at one position ``p_j`` (a different position for each j, as many
   per evaluation as there are positions) gives column ``A[:, j] = f(x)[:, p_j] - c``,
   where ``c`` is ``f(x)`` at the positions where ``x = 0`` (the same at all of
@@ -54,53 +60,61 @@ ORDER_KEEPING = ("Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity")  # la
 def extract(nodes: tuple[ir.Node, ...], shapes: list[tuple[int, ...]], versions: dict[ir.Node, int]) -> ChannelMap | str:
     """The region's channel map on axis 1, or why it has none; ``shapes``: its input shape per analysed batch.
 
-    The map is extracted in one evaluation at a batch large enough to hold a
-    position for every column (when the region runs at that batch; else at the
-    largest analysed shape, over several evaluations), then checked by the
-    random probe at every analysed shape: the check, not the extraction, is the
-    proof.
+    Read off the ops for the grouped product; else extracted in one evaluation
+    at a batch large enough to hold a position for every column (when the
+    region runs at that batch; else at the largest analysed shape, over several
+    evaluations), then checked by the random probe at every analysed shape: the
+    check, not the extraction, is the proof.
     """
     if any(len(s) < 2 for s in shapes):
         return f"its input has rank {len(shapes[0])}, so it has no channel axis"
     consts = {node: [constant(v) for v in node.inputs] for node in nodes}  # each stored input, read once
+    shapes = sorted((tuple(s) for s in shapes), key=math.prod, reverse=True)
+    read = [_grouped_product(nodes, shape, consts) for shape in shapes]
+    if all(a is not None for a in read):
+        return _channel_map(read[0], np.zeros(shapes[0][1]))
     run = _program(nodes, versions, consts)
     if isinstance(run, str):
         return run
-    shapes = sorted((tuple(s) for s in shapes), key=math.prod, reverse=True)
     wide = (-(-shapes[0][1] // math.prod(shapes[0][2:])), *shapes[0][1:])  # room for every column at once
     why = ""
-    # first the map read off the ops, if they are the grouped product whitening layers export to;
-    # then extracted at the wide batch; a region tied to its batch size fails there: then at the
-    # largest analysed batch. The random probes decide.
-    for at in ["read"] + ([wide] if wide[0] > shapes[0][0] else []) + [shapes[0]]:
-        got = _read(nodes, shapes[0], consts) if at == "read" else _extract(run, at)
-        if got is None or isinstance(got, str):
-            why = got or why
+    # a stretch of reshapes is guessed to be the identity; else the map is extracted at the wide batch,
+    # and where the region is tied to its batch size (it fails there) at the largest analysed batch.
+    # The random probes decide.
+    attempts = []
+    if all(n.op_type in ORDER_KEEPING for n in nodes):
+        attempts.append(lambda: (np.eye(shapes[0][1]), np.zeros(shapes[0][1])))
+    if wide[0] > shapes[0][0]:
+        attempts.append(lambda: _extract(run, wide))
+    attempts.append(lambda: _extract(run, shapes[0]))
+    for attempt in attempts:
+        got = attempt()
+        if isinstance(got, str):
+            why = got
             continue
         a, c = got
         bound = np.abs(a).sum(1).max()  # |A x| <= bound * max |x|
         why = next((w for w in (_check(run, shape, a, c, bound) for shape in shapes) if w is not None), None)
         if why is None:
-            if not (a - np.diag(np.diagonal(a))).any():
-                return ChannelMap.of(torch.from_numpy(np.diagonal(a).copy()), torch.from_numpy(c))
-            return ChannelMap.of(torch.from_numpy(a), torch.from_numpy(c))
+            return _channel_map(a, c)
     return why
 
 
-def _read(nodes: tuple[ir.Node, ...], shape: tuple[int, ...], consts) -> tuple[np.ndarray, np.ndarray] | None:
-    """(A, c) as the ops say, when they are ``Reshape`` to ``(N, G, C/G, P)`` (or ``(N, C, P)``),
-    ``MatMul(W, .)`` with ``W`` one ``(C/G, C/G)`` block or one per group, ``Reshape`` back:
-    ``A = diag(W_1, ..., W_G)``, ``c = 0``. None for anything else. A guess, cheaper than
-    extracting: only the random probe proves it. Reshapes alone (they keep the elements' order)
-    that come back to ``shape`` are the identity."""
-    ops = [n.op_type for n in nodes]
-    if all(op in ORDER_KEEPING for op in ops):
-        return np.eye(shape[1]), np.zeros(shape[1])
-    if ops != ["Reshape", "MatMul", "Reshape"]:
+def _channel_map(a: np.ndarray, c: np.ndarray) -> ChannelMap:
+    if not (a - np.diag(np.diagonal(a))).any():
+        return ChannelMap.of(torch.from_numpy(np.diagonal(a).copy()), torch.from_numpy(c))
+    return ChannelMap.of(torch.from_numpy(a), torch.from_numpy(c))
+
+
+def _grouped_product(nodes: tuple[ir.Node, ...], shape: tuple[int, ...], consts) -> np.ndarray | None:
+    """A of ``Reshape`` to ``(N, G, C/G, P)`` (or ``(N, C, P)``), ``MatMul(W, .)`` with ``W`` one
+    ``(C/G, C/G)`` block or one per group, ``Reshape`` back, at an input of ``shape``:
+    ``diag(W_1, ..., W_G)``; None for anything else, or where the reshapes do not fit ``shape``."""
+    if [n.op_type for n in nodes] != ["Reshape", "MatMul", "Reshape"]:
         return None
     first, product, last = nodes
     w, target, back = consts[product][0], consts[first][1], consts[last][1]
-    if w is None or target is None or back is None or product.inputs[1] is not first.outputs[0]:
+    if w is None or target is None or back is None or product.inputs[1] is not first.outputs[0] or w.ndim < 2:
         return None
     try:
         grouped = layout.reshaped(shape, target, attr(first, "allowzero", 0))
@@ -114,14 +128,14 @@ def _read(nodes: tuple[ir.Node, ...], shape: tuple[int, ...], consts) -> tuple[n
     n, groups, size, p = grouped if len(grouped) == 4 else (None,) * 4
     if (n, groups * size, p) != (shape[0], channels, positions) or w.shape[-2:] != (size, size):
         return None
-    lead = (1,) * (4 - w.ndim) + w.shape[:-2]
-    if w.ndim > 4 or lead[0] != 1 or lead[1] not in (1, groups):
+    lead = (1,) * (4 - w.ndim) + w.shape[:-2]  # W's dims for (N, G): one matrix for every sample
+    if w.ndim > 4 or lead[0] != 1 or lead[1] not in (1, groups) or w.dtype.kind != "f":
         return None
     blocks = np.broadcast_to(w.reshape(lead[1], size, size), (groups, size, size)).astype(np.float64)
     a = np.zeros((channels, channels))
     for g in range(groups):
         a[g * size:(g + 1) * size, g * size:(g + 1) * size] = blocks[g]
-    return a, np.zeros(channels)
+    return a
 
 
 def _evaluate(run, x: np.ndarray) -> np.ndarray | str:

@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from .graph import attr, constant, is_onnx, label
+from .graph import attr, constant, is_constant, is_onnx, label
 from .shapes import Shapes
 
 Element = int | tuple  # a number, or ("dim", tensor, index): that dim of that tensor, whatever it is
@@ -56,7 +56,7 @@ def drop_identities(graph: ir.Graph) -> None:
 def constant_reshapes(graph: ir.Graph, declared: Callable[[], Shapes], fresh: Callable[[str], str]) -> None:
     """Give each Reshape whose computed target is the same at every input that target, stored."""
     computed = [n for n in graph if is_onnx(n, "Reshape") and len(n.inputs) == 2 and n.inputs[1] is not None
-                and constant(n.inputs[1]) is None]
+                and not is_constant(n.inputs[1])]
     if not computed:
         return
     shapes, memo = declared(), {}
