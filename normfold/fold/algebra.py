@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+BLOCK_SEARCH = 2**20  # multiply-adds of a dense fold above which finding A's finer blocks pays
+
 
 @dataclass(frozen=True)
 class ChannelMap:
@@ -62,13 +64,23 @@ class ChannelMap:
     def matrix(self) -> torch.Tensor:
         return torch.diag(self.a) if self.diagonal else self.a
 
+    @functools.cached_property
+    def shift_only(self) -> bool:
+        """A is the identity: ``y = x + c``."""
+        return self.diagonal and bool((self.a == 1).all())
+
     def then(self, after: "ChannelMap") -> "ChannelMap":
-        """The map ``after(self(x))``."""
+        """The map ``after(self(x))``. Scaling by a diagonal A is a product per row or column;
+        a shift alone (A = 1) leaves the other map's A as it is (a product by 1 is exact)."""
         if self.diagonal and after.diagonal:
             return ChannelMap(after.a * self.a, after.a * self.c + after.c)
+        if after.shift_only:
+            return ChannelMap(self.a, self.c + after.c)
         if after.diagonal:  # diag(a2) A1: scale the rows (the same sums, without the zeros)
             return ChannelMap(after.a[:, None] * self.a, after.a * self.c + after.c)
         a2 = after.matrix()
+        if self.shift_only:
+            return ChannelMap(a2, a2 @ self.c + after.c)
         if self.diagonal:  # A2 diag(a1): scale the columns
             return ChannelMap(a2 * self.a, a2 @ self.c + after.c)
         return ChannelMap(a2 @ self.matrix(), a2 @ self.c + after.c)
@@ -192,8 +204,8 @@ def fold_backward(k: torch.Tensor, bias: torch.Tensor | None, m: ChannelMap) -> 
     if m.diagonal:
         k_new = k * m.a.reshape(groups, -1, 1, *extra)
         b_new = m.a * b + m.c
-    else:  # per block of A (finer than the groups when A allows: the zeros between blocks cost nothing)
-        blocks = m.finest_blocks(groups)
+    else:  # per block of A (finer than the groups when A allows and the product is worth the search)
+        blocks = m.finest_blocks(groups) if k.numel() * m.channels // groups >= BLOCK_SEARCH else groups
         k_new = (m.blocks(blocks) @ k.reshape(blocks, m.channels // blocks, -1)).reshape(k.shape)
         b_new = m.a @ b + m.c
     return k_new, b_new
@@ -216,7 +228,7 @@ def scale_inputs(k: torch.Tensor, m: ChannelMap) -> torch.Tensor:
     extra = [1] * (k.dim() - 3)
     if m.diagonal:
         return k * m.a.reshape(groups, 1, -1, *extra)
-    blocks = m.finest_blocks(groups)  # per block of A, as in fold_backward
+    blocks = m.finest_blocks(groups) if k.numel() * m.channels // groups >= BLOCK_SEARCH else groups  # as fold_backward
     size = m.channels // blocks
     per_group = k.reshape(groups, k.shape[1], blocks // groups, size, *k.shape[3:])
     a = m.blocks(blocks).reshape(groups, blocks // groups, size, size)
