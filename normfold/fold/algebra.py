@@ -64,7 +64,7 @@ class ChannelMap:
     def matrix(self) -> torch.Tensor:
         return torch.diag(self.a) if self.diagonal else self.a
 
-    @functools.cached_property
+    @property
     def shift_only(self) -> bool:
         """A is the identity: ``y = x + c``."""
         return self.diagonal and bool((self.a == 1).all())
@@ -74,15 +74,15 @@ class ChannelMap:
         a shift alone (A = 1) leaves the other map's A as it is (a product by 1 is exact)."""
         if self.diagonal and after.diagonal:
             return ChannelMap(after.a * self.a, after.a * self.c + after.c)
-        if after.shift_only:
-            return ChannelMap(self.a, self.c + after.c)
-        if after.diagonal:  # diag(a2) A1: scale the rows (the same sums, without the zeros)
-            return ChannelMap(after.a[:, None] * self.a, after.a * self.c + after.c)
+        if after.diagonal:
+            if after.shift_only:
+                return ChannelMap(self.a, self.c + after.c)
+            return ChannelMap(after.a[:, None] * self.a, after.a * self.c + after.c)  # diag(a2) A1: scale the rows
         a2 = after.matrix()
-        if self.shift_only:
-            return ChannelMap(a2, a2 @ self.c + after.c)
-        if self.diagonal:  # A2 diag(a1): scale the columns
-            return ChannelMap(a2 * self.a, a2 @ self.c + after.c)
+        if self.diagonal:
+            if self.shift_only:
+                return ChannelMap(a2, a2 @ self.c + after.c)
+            return ChannelMap(a2 * self.a, a2 @ self.c + after.c)  # A2 diag(a1): scale the columns
         return ChannelMap(a2 @ self.matrix(), a2 @ self.c + after.c)
 
     @functools.cached_property
