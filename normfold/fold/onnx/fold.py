@@ -149,15 +149,10 @@ class OnnxPass:
         readers = users(value)
         if value.is_graph_output() or readers != [sites[0].nodes[0]]:
             return f"the output of {label(producer)} also feeds {describe_users(value)}"
-        layer = self._layer(producer, value.name)
-        if isinstance(layer, str):
-            return layer
-        rewrite = self._rewrite(rule, layer, sites)
-        if isinstance(rewrite, str):
-            return rewrite
-        tensors = self._tensors(layer, rewrite)
-        if isinstance(tensors, str):
-            return tensors
+        got = self._folded(rule, producer, value.name, sites)
+        if isinstance(got, str):
+            return got
+        layer, rewrite, tensors = got
         tail = sites[-1].output
         node = self._install(layer, rewrite, tensors)
         out = node.outputs[0]
@@ -186,15 +181,10 @@ class OnnxPass:
             return f"its output feeds {label(consumer)} ({consumer.op_type}), not a Conv/Gemm/MatMul"
         if consumer.inputs[0] is not tail:
             return f"its output is not the data input of {label(consumer)}"
-        layer = self._layer(consumer, tail.name)
-        if isinstance(layer, str):
-            return layer
-        rewrite = self._rewrite(rule, layer, sites)
-        if isinstance(rewrite, str):
-            return rewrite
-        tensors = self._tensors(layer, rewrite)
-        if isinstance(tensors, str):
-            return tensors
+        got = self._folded(rule, consumer, tail.name, sites)
+        if isinstance(got, str):
+            return got
+        layer, rewrite, tensors = got
         source = sites[0].input
         if rewrite.shift is not None:
             rank = layer.weight.dim()  # a Conv's input has the rank of its weight
@@ -248,6 +238,18 @@ class OnnxPass:
         added.name = name
 
     # ---- layers and tensors ------------------------------------------------------------------
+    def _folded(self, rule, node: ir.Node, value_name: str, sites: list[NormSite]) -> tuple[Layer, Rewrite, dict] | str:
+        """The layer ``node`` as the rule sees it (``value_name``: the tensor between it and the
+        chain), the rule's rewrite and its tensors cast to the layer's dtype; or the first reason not."""
+        layer = self._layer(node, value_name)
+        if isinstance(layer, str):
+            return layer
+        rewrite = self._rewrite(rule, layer, sites)
+        if isinstance(rewrite, str):
+            return rewrite
+        tensors = self._tensors(layer, rewrite)
+        return tensors if isinstance(tensors, str) else (layer, rewrite, tensors)
+
     def _layer(self, node: ir.Node, value_name: str) -> Layer | str:
         why = unknown_version(node, op_version(node, self.opsets), self.opset)
         if why is not None:
