@@ -1,13 +1,18 @@
 """Train -> fold -> ship on real data: scikit-learn's handwritten digits (8x8).
 
     python scripts/train_digits.py              # the demo (a few minutes on 2 cores)
+    python scripts/train_digits.py --json docs/digits_demo.json --plot docs/digits_demo.png --out digits-out
     python scripts/train_digits.py --survey     # the survey's claims -> docs/digits_survey.{md,png}
 
 The demo trains ``DigitNet`` (normfold.zoo.digits) once per norm type, then
-folds and exports it (normfold.export), verifies the folded ONNX file against
-the float64 oracle (normfold.verify), and reports test accuracy of the PyTorch
-model and of the folded model on onnxruntime, how many of the 360 test
-predictions differ (they must not), and onnxruntime latency unfolded vs folded.
+folds and exports it (normfold.export) and checks the folded ONNX file on the
+360 labelled test images with normfold.verify.verify_dataset, the check behind
+`normfold verify --inputs --labels` (the float64 oracle on 64 of them sets the
+tolerance; every image compares the folded file on onnxruntime with the
+PyTorch model): test accuracy of both, how many predictions differ (they must
+not), and onnxruntime latency unfolded vs folded. ``--out DIR`` keeps the
+ONNX files, the test set (digits_test.npz, digits_test.csv) and each check's
+report (<name>.verify.json), so the same check runs from the command line.
 
 The survey reproduces two qualitative claims of the normalization survey
 (Huang et al., "Normalization Techniques in Training DNNs", 2020) at this scale:
@@ -38,10 +43,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from normfold import export, verify
+from normfold import export
 from normfold.atomic import write_png, write_text
 from normfold.nn import is_norm
 from normfold.nn.whitening import eigh_descending
+from normfold.verify import verify_dataset
 from normfold.verify.session import open_session, run_session
 from normfold.zoo.digits import DigitNet, Digits, load_digits
 
@@ -165,34 +171,76 @@ def median_ms(session, x: np.ndarray, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def ship(model: nn.Module, data: Digits, out: Path, name: str, repeats: int) -> dict:
-    """Fold, export, verify on the test set; ONNX predictions and latency."""
+def write_test_set(data: Digits, out: Path, input_name: str = "x") -> tuple[Path, Path]:
+    """The 360 test images as an .npz keyed by the ONNX input's name, and their labels as CSV ``row,label``:
+    what `normfold verify --inputs ... --labels ...` reads."""
+    npz, csv = out / "digits_test.npz", out / "digits_test.csv"
+    np.savez(npz, **{input_name: data.x_test.numpy()})
+    write_text(csv, "".join(f"{i},{int(y)}\n" for i, y in enumerate(data.y_test)))
+    return npz, csv
+
+
+def ship(model: nn.Module, data: Digits, out: Path, name: str, repeats: int, test_set: tuple[Path, Path]) -> dict:
+    """Fold, export, and check on the labelled test set with normfold's dataset check (the code behind
+    `normfold verify --inputs --labels`); onnxruntime latency unfolded vs folded."""
     x_test = data.x_test
     unfolded = export(model, x_test[:2], out / f"{name}.unfolded.onnx", fold=False)
     folded = export(model, x_test[:2], out / f"{name}.onnx", fold=True)
-    report = verify(model, folded.path, x_test)
-    session = open_session(folded.path, "cpu")
-    ort_pred = run_session(session, (x_test.numpy(),))[0].argmax(1)
-    torch_pred = predict(model, x_test)
+    report = verify_dataset(model, folded.path, test_set[0], labels=test_set[1], oracle_samples=64)
+    write_text(out / f"{name}.verify.json", json.dumps(report.to_dict(), indent=1) + "\n")
+    (row,) = [r for r in report.rows if r.run == "onnx_cpu"]
     one = x_test[:1].numpy()
     lat = {"unfolded_ms": median_ms(open_session(unfolded.path, "cpu"), one, repeats),
-           "folded_ms": median_ms(session, one, repeats)}
+           "folded_ms": median_ms(open_session(folded.path, "cpu"), one, repeats)}
     norms = sum(1 for m in model.modules() if is_norm(m))
+    oracle_rows = report.oracle.checks
     return {
-        "torch_acc": float((torch_pred == data.y_test.numpy()).mean()),
-        "onnx_acc": float((ort_pred == data.y_test.numpy()).mean()),
-        "mismatches": int((ort_pred != torch_pred).sum()),
+        "torch_acc": report.accuracy["original_fp32"],
+        "onnx_acc": report.accuracy["onnx_cpu"],
+        "mismatches": len(row.disagree),
+        "samples": report.samples,
         "folded": len(folded.fold_report.folded),
         "norms": norms,
         "skipped": [s.reason for s in folded.fold_report.skipped],
         "verify_ok": report.ok,
-        # max |logit error| vs the float64 oracle: the folded ONNX run, and plain fp32 eager for scale
-        "onnx_err": max(c.stats.max_abs for c in report.checks if c.run.startswith("onnx")),
-        "fp32_err": max(c.stats.max_abs for c in report.checks if c.allowed is None),
+        # max |logit error| vs the float64 oracle (64 test images): the folded ONNX run, and fp32 eager for scale
+        "onnx_err": max(c.stats.max_abs for c in oracle_rows if c.run.startswith("onnx")),
+        "fp32_err": max(c.stats.max_abs for c in oracle_rows if c.allowed is None),
+        # max |ONNX - PyTorch fp32| over all 360 test images, and what the rule allows
+        "diff": row.max_abs,
+        "allowed": row.allowed,
         "ops_unfolded": sum(unfolded.op_counts.values()),
         "ops_folded": sum(folded.op_counts.values()),
         **lat,
     }
+
+
+def plot_demo(rows: list[dict], path: Path, command: str) -> None:
+    """Accuracy of the PyTorch model and of its folded ONNX file, and their largest logit difference over
+    the test set against the tolerance, per norm: all from the dataset check's reports."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if "diverged" not in r]
+    names, x = [r["norm"] for r in rows], np.arange(len(rows))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.2))
+    ax1.bar(x - 0.2, [100 * r["torch_acc"] for r in rows], 0.4, label="PyTorch fp32")
+    ax1.bar(x + 0.2, [100 * r["onnx_acc"] for r in rows], 0.4, label="folded ONNX (onnxruntime CPU)")
+    low = min(min(r["torch_acc"], r["onnx_acc"]) for r in rows)
+    ax1.set_ylim(100 * low - 2, 100.5)
+    ax1.set(ylabel=f"test accuracy % ({rows[0]['samples']} images)", title="accuracy (labels: data/digits.npz)")
+    ax2.plot(x, [r["allowed"] for r in rows], "_", markersize=22, mew=2, label="allowed (set by the float64 oracle)")
+    ax2.plot(x, [r["diff"] for r in rows], "o", label="max |ONNX - PyTorch| over the test set")
+    ax2.set(yscale="log", ylabel="logit difference", title="largest difference vs the tolerance")
+    for ax, where in ((ax1, "lower left"), (ax2, "upper left")):
+        ax.set_xticks(x, names, fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8, loc=where)
+    fig.suptitle(command, fontsize=9)
+    fig.tight_layout()
+    write_png(path, fig)
 
 
 def demo(args) -> int:
@@ -200,11 +248,12 @@ def demo(args) -> int:
     print(f"digits: {len(data.y_train)} train, {len(data.y_test)} test, 8x8; batch {args.batch_size}, "
           f"{args.epochs} epochs, Adam lr {args.lr}, seed {args.seed}; torch threads {torch.get_num_threads()}")
     header = (f"{'norm':<9}{'train s':>8}{'torch acc':>10}{'onnx acc':>9}{'mismatch':>9}{'folded':>8}"
-              f"{'verify':>7}{'onnx err':>9}{'fp32 err':>9}{'ops':>9}{'ms unf':>8}{'ms fold':>8}")
+              f"{'verify':>7}{'onnx err':>9}{'fp32 err':>9}{'max diff':>9}{'ops':>9}{'ms unf':>8}{'ms fold':>8}")
     rows, failed = [], False
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out) if args.out else Path(tmp)
         out.mkdir(parents=True, exist_ok=True)
+        test_set = write_test_set(data, out)
         print(header)
         for norm in args.norms:
             model, hist = train(data, norm, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed, lr=args.lr)
@@ -212,22 +261,28 @@ def demo(args) -> int:
                 print(f"{norm:<9}training diverged at {hist.diverged}")
                 rows.append({"norm": norm, "diverged": hist.diverged})
                 continue
-            r = {"norm": norm, "train_s": hist.seconds, **ship(model, data, out, f"digits-{norm}", args.repeats)}
+            r = {"norm": norm, "train_s": hist.seconds,
+                 **ship(model, data, out, f"digits-{norm}", args.repeats, test_set)}
             rows.append(r)
             failed |= r["mismatches"] > 0 or not r["verify_ok"]
             print(f"{norm:<9}{r['train_s']:>8.1f}{r['torch_acc']:>10.2%}{r['onnx_acc']:>9.2%}{r['mismatches']:>9}"
                   f"{r['folded']:>5}/{r['norms']:<2}{'pass' if r['verify_ok'] else 'FAIL':>7}"
-                  f"{r['onnx_err']:>9.1e}{r['fp32_err']:>9.1e}"
+                  f"{r['onnx_err']:>9.1e}{r['fp32_err']:>9.1e}{r['diff']:>9.1e}"
                   f"{r['ops_unfolded']:>4}->{r['ops_folded']:<3}{r['unfolded_ms']:>8.3f}{r['folded_ms']:>8.3f}",
                   flush=True)
             for reason in dict.fromkeys(r["skipped"]):
                 print(f"{'':<9}skipped: {reason}")
-    print("latency: onnxruntime CPU, batch 1, median of "
+    print(f"accuracy, mismatch, verify, max diff: normfold.verify_dataset on the {len(data.y_test)} labelled test "
+          "images (the check behind `normfold verify --inputs --labels`)")
+    print("onnx/fp32 err: vs the float64 oracle on 64 of them; latency: onnxruntime CPU, batch 1, median of "
           f"{args.repeats} runs; ops: ONNX nodes unfolded->folded")
     print("FAIL: a folded model disagrees with PyTorch" if failed else
           "PASS: every folded ONNX model predicts exactly what its PyTorch model predicts")
     if args.json:
         write_text(Path(args.json), json.dumps(rows, indent=2) + "\n")
+    if args.plot:
+        plot_demo(rows, Path(args.plot), f"python scripts/train_digits.py --plot {args.plot} (seed {args.seed}, "
+                                         f"{args.epochs} epochs)")
     return 1 if failed else 0
 
 
@@ -388,6 +443,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: the net is tiny)")
     p.add_argument("--out", default=None, help="keep the ONNX files here (default: a temporary directory)")
     p.add_argument("--json", default=None, help="also write the results as JSON here")
+    p.add_argument("--plot", default=None, help="demo: draw accuracy and differences per norm here (.png)")
     p.add_argument("--docs", default=str(ROOT / "docs"), help="survey: where the table and plot go")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

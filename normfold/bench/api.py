@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from ..atomic import same_file
 from ..fold import as_input_tuple
 from ..verify.session import SessionError
 from .report import BenchReport, Measurement, SessionTiming, check_budget
@@ -27,7 +28,7 @@ from .session import (
     make_input, make_runner, open_timed,
 )
 from .stats import summarize
-from .variants import Variant, export_variants, file_variants
+from .variants import Variant, export_targets, export_variants, file_variants
 
 
 class BenchError(ValueError):
@@ -104,6 +105,11 @@ def bench(
             raise BenchError(f"export directory {directory} does not exist")
         variants: list[Variant] = []
         fold_report = twin_report = None
+        if model is not None and export_dir is not None:
+            for target in export_targets(directory):
+                clash = next((f for f in onnx_files if same_file(target, f)), None)
+                if clash is not None:
+                    raise BenchError(f"exporting into {directory} would overwrite {clash}, an ONNX file to time")
         if model is not None:
             log("exporting unfolded, folded and norm-free twin ...")
             variants, fold_report, twin_report = export_variants(model, example, directory)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._messages import error_line
 from ..verify.session import (
     OPTIMIZATION_LEVELS,
     ORT_DTYPES,
@@ -116,7 +117,7 @@ def open_timed(path: str | os.PathLike, config: SessionConfig):
     try:
         session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
     except Exception as exc:
-        raise SessionError(f"onnxruntime cannot load {path}: {str(exc).strip().splitlines()[0]}") from exc
+        raise SessionError(f"onnxruntime cannot load {path}: {error_line(exc)}") from exc
     create_ms = (time.perf_counter_ns() - start) / 1e6
     if session.get_providers()[0] != provider_name(config.provider):
         raise SessionError(f"{path}: asked for {provider_name(config.provider)}, the session got {session.get_providers()}")

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..atomic import staged
 from ..export import export, export_with_baseline
 from ..fold import FoldReport
 from .twin import TwinReport, norm_free_twin
@@ -33,17 +34,26 @@ class Variant:
 
 
 def export_variants(model: nn.Module, example: torch.Tensor, directory: Path) -> tuple[list[Variant], FoldReport, TwinReport]:
-    """Export the three model variants into ``directory`` (dynamic batch)."""
+    """Export the three model variants into ``directory`` (dynamic batch), all three or none.
+
+    They are written into a hidden staging directory there and moved into
+    ``directory`` together once all three exports succeeded (normfold.atomic.staged).
+    """
     directory = Path(directory)
-    folded, unfolded = export_with_baseline(model, example, directory / "folded.onnx", directory / "unfolded.onnx")
-    twin, twin_report = norm_free_twin(model)
-    export(twin, example, directory / "twin.onnx", fold=True)
-    variants = [
-        Variant("unfolded", "unfolded", unfolded.path),
-        Variant("folded", "folded", folded.path),
-        Variant("twin", "twin", directory / "twin.onnx"),
-    ]
+    files = [f"{v}.onnx" for v in MODEL_VARIANTS]
+    with staged(directory) as stage:
+        unfolded_path, folded_path, twin_path = map(stage.path, files)
+        folded, _ = export_with_baseline(model, example, folded_path, unfolded_path)
+        twin, twin_report = norm_free_twin(model)
+        export(twin, example, twin_path, fold=True)
+        paths = dict(zip(MODEL_VARIANTS, stage.commit(files)))
+    variants = [Variant(v, v, paths[v]) for v in MODEL_VARIANTS]
     return variants, folded.fold_report, twin_report
+
+
+def export_targets(directory: str | os.PathLike) -> list[Path]:
+    """The files ``export_variants`` writes into ``directory``."""
+    return [Path(directory) / f"{v}.onnx" for v in MODEL_VARIANTS]
 
 
 def file_variants(paths: list[str | os.PathLike], taken: set[str] = frozenset()) -> list[Variant]:

@@ -1,20 +1,38 @@
 """normfold: fold normalization statistics into Conv/Linear weights, export to ONNX, verify.
 
-Each subcommand returns an exit code: 0 success, 1 a check failed, 2 bad input.
+Each subcommand returns an exit code: 0 success, 1 a check failed, 2 bad input
+(one line on stderr, nothing written). The console script exits 130 on Ctrl-C
+and 143 on SIGTERM, after removing what it was writing, and 141 when the reader of its
+output has gone (see _normfold_cli.py).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
 import sys
+import warnings
+from typing import Iterator
 
 from . import bench, inspect, run, verify, zoo
+from .._messages import first_line
 from ._common import UsageError, error
 
 SUBCOMMANDS = (run, inspect, verify, bench, zoo)
 
+# Allocation failures: numpy's and Python's MemoryError, torch's and onnxruntime's messages.
+_OUT_OF_MEMORY = re.compile(r"can't allocate memory|failed to allocate memory|out of memory|bad_alloc", re.I)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what was wrong, and where to read more), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="normfold", description=__doc__)
+    parser = _Parser(prog="normfold", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS:
         module.add_parser(subparsers)
@@ -28,11 +46,30 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
         return int(exc.code or 0)
     try:
-        return args.handler(args)
+        with _warnings_as_lines():
+            return args.handler(args)
     except UsageError as exc:
         return error(str(exc))
-    except KeyboardInterrupt:
-        return error("interrupted")
+    except Exception as exc:
+        if isinstance(exc, MemoryError) or _OUT_OF_MEMORY.search(str(exc)):
+            return error(f"out of memory: {type(exc).__name__}: {exc}; try a smaller input shape or batch size")
+        raise
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Each distinct warning once, as one line ``normfold: warning: ...`` on stderr."""
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = first_line(str(message)) or category.__name__
+        if text not in shown:
+            shown.add(text)
+            print(f"normfold: warning: {text}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 if __name__ == "__main__":

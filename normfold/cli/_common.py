@@ -1,32 +1,45 @@
-"""Arguments and model loading shared by the subcommands.
+"""Arguments, model loading and output paths shared by the subcommands.
 
-A bad argument raises UsageError; ``main`` turns it into one line on stderr and
-exit code 2.
+Every subcommand follows one order: arguments (argparse types below), then
+``check_paths`` (every file it will write, against every file it reads),
+then the model, then the work. A bad argument or input raises UsageError;
+``main`` turns it into one line on stderr and exit code 2, before anything
+is written.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import json
+import math
 import os
 import re
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves
 
-from ..atomic import write_text
+from .._messages import first_line, plain
+from ..atomic import same_file, write_text
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_SHAPE = (1, 3, 224, 224)  # for a file model without --input-shape
+MAX_SEED = 2**64 - 1             # torch.Generator.manual_seed's range (numpy takes any non-negative int)
+
+T = TypeVar("T")
 
 
 class UsageError(Exception):
     """Bad input or environment: exit 2 with this message."""
 
+
+# ---- argument types (argparse turns their ArgumentTypeError into a usage line, exit 2) ------------
 
 def positive_ints(text: str, what: str = "comma-separated positive integers", separators: str = ",") -> tuple[int, ...]:
     """``"1,3"`` -> ``(1, 3)``; anything else, an empty field included, is an argparse
@@ -45,6 +58,39 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return positive_ints(text, "an input shape of positive integers, e.g. 1,3,224,224", separators=",x")
 
 
+def seed(text: str) -> int:
+    """A seed for torch and numpy generators: an integer in [0, 2**64)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**64-1, got {text!r}")
+    return value
+
+
+def finite_floats(text: str) -> tuple[float, ...]:
+    """``"0.485,0.456,0.406"`` -> floats; one value or more, each a finite number."""
+    try:
+        values = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated finite numbers, got {text!r}")
+    return values
+
+
+def positive_floats(text: str) -> tuple[float, ...]:
+    """Like ``finite_floats``, each above 0 (a standard deviation, a divisor)."""
+    try:
+        values = finite_floats(text)
+    except argparse.ArgumentTypeError:
+        values = ()
+    if not values or not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive finite numbers, got {text!r}")
+    return values
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "model",
@@ -55,46 +101,191 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="N,C,H,W",
                         help="example input shape (default: the zoo model's, an .onnx file's own, or 1,3,224,224)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the example input (default 0)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed for the example input (default 0)")
 
+
+# ---- files read and written ----------------------------------------------------------------------
+
+def model_file(spec: str | None) -> Path | None:
+    """The file a MODEL argument reads: an .onnx file, or the .py of path/to/file.py:factory; None for a zoo name."""
+    if spec is None:
+        return None
+    if is_onnx(spec):
+        return Path(spec)
+    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
+        return Path(spec.rsplit(":", 1)[0])
+    return None
+
+
+@dataclass(frozen=True)
+class Output:
+    """A file a command will write: ``label`` names it in messages (the flag and the path the user gave)."""
+    label: str
+    path: Path
+    new_dirs: bool = False   # its directory may be created (--out)
+
+
+def output(flag: str, path: str | os.PathLike | None) -> list[Output]:
+    """The file ``flag PATH`` writes ([] when the flag is not given)."""
+    return [] if path is None else [Output(f"{flag} {path}", Path(path))]
+
+
+def outputs_in(flag: str, directory: str | os.PathLike | None, names: Iterable[str], *,
+               new_dirs: bool = False) -> list[Output]:
+    """The files ``flag DIR`` writes into DIR."""
+    if directory is None:
+        return []
+    return [Output(f"{flag} {directory} ({n})", Path(directory) / n, new_dirs) for n in names]
+
+
+def check_paths(outputs: Iterable[Output], inputs: Iterable[tuple[str, str | os.PathLike | None]]) -> None:
+    """Before any work: every output can be written and is neither an input nor another output.
+
+    ``inputs``: (what, path) of every file the command reads (the model file,
+    ONNX files, --inputs); None entries are skipped. Paths are compared after
+    resolving symlinks (and hard links to the same file count as the same).
+    Refused, naming the flag and path: a directory, a missing or unwritable
+    directory (probed by creating a file there), an existing file without write
+    permission, an output that is one of the inputs or another output.
+    """
+    ins = [(what, Path(p)) for what, p in inputs if p is not None]
+    seen: dict[Path, str] = {}
+    probed: set[Path] = set()
+    for out in outputs:
+        real = Path(os.path.realpath(out.path))
+        if real.is_dir():
+            raise UsageError(f"{out.label} is a directory; give a file name")
+        for what, given in ins:
+            if same_file(real, given):
+                raise UsageError(f"{out.label} would overwrite the input file {given} ({what})")
+        if real in seen:
+            raise UsageError(f"{out.label} and {seen[real]} are the same file")
+        for other, label in seen.items():
+            if other in real.parents or real in other.parents:
+                inner, outer = (out.label, label) if other in real.parents else (label, out.label)
+                raise UsageError(f"{outer} would be the directory of {inner}; give another path")
+        seen[real] = out.label
+        _check_writable(out, real, probed)
+
+
+def _check_writable(out: Output, real: Path, probed: set[Path]) -> None:
+    parent = real.parent
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"{out.label} cannot be written: {existing} is not a directory")
+    if existing != parent and not out.new_dirs:
+        raise UsageError(f"{out.label}: directory {out.path.parent} does not exist")
+    if existing not in probed:
+        try:
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as exc:
+            raise UsageError(f"{out.label} cannot be written: creating a file in {existing} failed: "
+                             f"{exc.strerror or exc}") from exc
+        probed.add(existing)
+    if real.is_file() and not os.access(real, os.W_OK):
+        raise UsageError(f"{out.label} cannot be written: permission denied")
+
+
+# ---- the model -----------------------------------------------------------------------------------
 
 def load_model(spec: str | None) -> tuple[str, nn.Module, tuple[int, ...] | None]:
-    """(display name, model in eval mode, default input shape or None)."""
+    """(display name, model in eval mode, default input shape or None); UsageError naming a norm layer
+    whose statistics are broken (a NaN or negative variance: the model's own outputs would be NaN)."""
     from normfold import zoo
 
     if spec is None:
         spec = zoo.DEFAULT
-    if ":" in spec and spec.split(":", 1)[0].endswith(".py"):
-        return spec, _load_factory(spec), None
-    if spec not in zoo.ZOO:
+    if model_file(spec) is not None:
+        name, model, shape = spec, _load_factory(spec), None
+    elif spec in zoo.ZOO:
+        name, model, shape = spec, zoo.build(spec), zoo.ZOO[spec].input_shape
+    else:
         raise UsageError(
-            f"unknown model {spec!r}: not a zoo name ({', '.join(sorted(zoo.ZOO))}) "
-            "nor path/to/file.py:factory"
+            f"unknown model {spec!r}: not a zoo name ({', '.join(sorted(zoo.ZOO))}), "
+            "path/to/file.py:factory, nor an .onnx file"
         )
-    return spec, zoo.build(spec), zoo.ZOO[spec].input_shape
+    _check_tensors(model)
+    _check_statistics(model)
+    return name, model, shape
+
+
+def _check_tensors(model: nn.Module) -> None:
+    """The command line runs the model on CPU in float32 (and float64 for the oracle): refuse a model
+    whose weights are elsewhere, naming the first such tensor."""
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_meta:
+            raise UsageError(f"the model's {name} is on the meta device (a shape without values): the factory "
+                             "must return a model with its weights loaded")
+        if t.is_floating_point() and t.dtype != torch.float32:
+            raise UsageError(f"the model's {name} is {str(t.dtype).removeprefix('torch.')}: the command line takes "
+                             "a float32 model (it folds in float64; `normfold verify --precision fp16` checks an "
+                             "fp16 export), so return model.float() from the factory")
+        if t.device.type != "cpu":
+            raise UsageError(f"the model's {name} is on {t.device}: the command line runs the model on the CPU "
+                             "(onnxruntime's CUDA provider is --providers cuda), so return it on the CPU")
+
+
+def _check_statistics(model: nn.Module) -> None:
+    from normfold.nn.statistics import broken_statistics
+
+    broken = broken_statistics(model)
+    if broken:
+        path, why = broken[0]
+        more = f" (and {len(broken) - 1} more norm layers)" if len(broken) > 1 else ""
+        layer = f"{path} ({type(model.get_submodule(path)).__name__})" if path else type(model).__name__
+        raise UsageError(f"norm layer {layer} has broken statistics: {why}{more}")
 
 
 def _load_factory(spec: str) -> nn.Module:
     path_text, factory_name = spec.rsplit(":", 1)
     path = Path(path_text)
+    if path.is_dir():
+        raise UsageError(f"model file {path} is a directory, not a Python file")
     if not path.is_file():
         raise UsageError(f"model file {path} does not exist")
     module_spec = importlib.util.spec_from_file_location(f"_normfold_user_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        raise UsageError(f"importing {path} failed: {type(exc).__name__}: {exc}") from exc
+    user_code(lambda: module_spec.loader.exec_module(module), f"importing {path}")
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise UsageError(f"{path} has no callable {factory_name!r}")
-    try:
-        model = factory()
-    except Exception as exc:
-        raise UsageError(f"{spec}() raised {type(exc).__name__}: {exc}") from exc
+    model = user_code(factory, f"{spec}()")
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec}() returned {type(model).__name__}, not a torch.nn.Module")
     return model.eval()
+
+
+def user_code(fn: Callable[[], T], what: str) -> T:
+    """``fn()``, the user's code: what it raises, or a ``sys.exit()`` in it, becomes one UsageError line
+    naming ``what``, the error's key line and where in the user's code it happened."""
+    from normfold.fold.torch.trace import failing_call
+
+    try:
+        return fn()
+    except SystemExit as exc:
+        raise UsageError(f"{what} called sys.exit({'' if exc.code is None else repr(exc.code)})") from None
+    except Exception as exc:
+        where = failing_call(exc, _NOT_USER)
+        raise UsageError(f"{what} raised {type(exc).__name__}: {key_line(str(exc))}"
+                         + (f" (at {where})" if where else "")) from exc
+
+
+_NOT_USER = (os.path.dirname(torch.__file__),                                            # torch
+             os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep, "<")   # normfold, <frozen ...>
+
+
+# Multi-line messages whose first line is advice and whose problem is named further down.
+_KEY_LINES = (re.compile(r"WeightsUnpickler error: (.*)"),)
+
+
+def key_line(text: str) -> str:
+    """The line of an error message that names the problem: its first line, or a known later one."""
+    for pattern in _KEY_LINES:
+        m = pattern.search(plain(text))
+        if m:
+            return m.group(1).split(". ")[0].strip().rstrip(".") + " (torch.load with weights_only=True refused it)"
+    return first_line(text)
 
 
 def model_and_input(args: argparse.Namespace) -> tuple[str, nn.Module, tuple[int, ...], torch.Tensor]:
@@ -109,16 +300,67 @@ def model_and_input(args: argparse.Namespace) -> tuple[str, nn.Module, tuple[int
 
 def example_input(model: nn.Module, shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """A seeded normal input the model accepts, or UsageError naming the shape."""
+    check_memory(shape)
     x = seeded_input(shape, seed)
-    try:
-        with torch.no_grad():
-            model(x)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UsageError(
-            f"the model rejects input shape {','.join(map(str, shape))}: {type(exc).__name__}: {first}"
-        ) from exc
+    text = ",".join(map(str, shape))
+    with torch.no_grad():
+        out = user_code(lambda: model(x), f"the model rejects input shape {text}: its forward")
+    floats = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not floats:
+        raise UsageError(f"the model's forward returned {_kind(out)} for input shape {text}; normfold needs "
+                         "floating-point tensor outputs (a tensor, or tuples/lists/dicts of them)")
+    check_finite({f"output {i}": t.numpy() for i, t in enumerate(floats)}, "the model", shape)
     return x
+
+
+def check_finite(outputs: dict[str, np.ndarray], what: str, shape: tuple[int, ...]) -> None:
+    """UsageError when an output of ``what`` on the seeded example input of ``shape`` is not finite."""
+
+    for name, out in outputs.items():
+        bad = int((~np.isfinite(np.asarray(out, dtype=np.float64))).sum())
+        if bad:
+            raise UsageError(f"{what}'s {name} holds {bad} NaN or infinite values (of {np.size(out)}) on a seeded "
+                             f"normal input of shape {','.join(map(str, shape))}: there is nothing to compare a "
+                             "fold with (`normfold inspect` gives each norm's reason)")
+
+
+def _kind(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {str(value.dtype).removeprefix('torch.')} tensor"
+    return "None" if value is None else f"{type(value).__name__} without floating-point tensors"
+
+
+def check_memory(shape: Iterable[int], what: str = "the example input") -> None:
+    """UsageError when ``shape`` in float64 (the oracle's copy) alone exceeds the memory available."""
+    shape = tuple(int(d) for d in shape)
+    needed = math.prod(shape) * 8
+    available = available_memory()
+    if available is not None and needed > available:
+        raise UsageError(f"{what} of shape {','.join(map(str, shape))} needs {_size(needed)} in float64, "
+                         f"more than the {_size(available)} of memory available")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux: MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} EiB"
 
 
 def is_onnx(spec: str | os.PathLike | None) -> bool:
@@ -139,14 +381,15 @@ class OnnxModel:
         return str(self.path)
 
 
-def load_onnx(spec: str, input_shape: tuple[int, ...] | None, *, runnable: bool = False) -> OnnxModel:
+def load_onnx(spec: str, input_shape: tuple[int, ...] | None, *, runnable: bool = False, seed: int = 0) -> OnnxModel:
     """The .onnx MODEL, or UsageError: not a readable self-contained ONNX file, several inputs,
-    symbolic dims without --input-shape, an --input-shape the file does not take; with
-    ``runnable``, also a file onnxruntime cannot load (an opset or op it does not know)."""
+    symbolic dims without --input-shape, an --input-shape the file does not take, an input too large
+    for memory; with ``runnable``, also a file onnxruntime cannot load (an opset or op it does not
+    know) or whose outputs on the seeded example input are not finite (a broken batch norm)."""
     from normfold.verify.session import shape_mismatch
 
     path = Path(spec)
-    sig = readable_onnx(path, runnable=runnable)
+    sig = readable_onnx(path)
     if len(sig.names) != 1:
         raise UsageError(f"{path} takes {len(sig.names)} inputs ({', '.join(sig.names)}); the command line "
                          "handles single-input models (use the Python API for several)")
@@ -157,13 +400,34 @@ def load_onnx(spec: str, input_shape: tuple[int, ...] | None, *, runnable: bool 
             raise UsageError(f"--input-shape {','.join(map(str, input_shape))} does not fit {path}: input "
                              f"{name!r} has shape {declared} ({problem})")
         fixes_symbols = any(not (isinstance(d, int) and d > 0) for d in declared)
-        return OnnxModel(path, sig, tuple(input_shape), {name: list(input_shape)} if fixes_symbols else None)
-    symbolic = [f"axis {axis} ({d})" for _, axis, d in sig.symbolic()]
-    if symbolic:
-        raise UsageError(f"{path}: input {name!r} has shape {declared} with symbolic {', '.join(symbolic)}; "
-                         "give --input-shape N,C,H,W")
-    batch = declared[0] if declared and isinstance(declared[0], int) and declared[0] > 0 else 1
-    return OnnxModel(path, sig, (batch, *declared[1:]), None)
+        src = OnnxModel(path, sig, tuple(input_shape), {name: list(input_shape)} if fixes_symbols else None)
+    else:
+        symbolic = [f"axis {axis} ({d})" for _, axis, d in sig.symbolic()]
+        if symbolic:
+            raise UsageError(f"{path}: input {name!r} has shape {declared} with symbolic {', '.join(symbolic)}; "
+                             "give --input-shape N,C,H,W")
+        batch = declared[0] if declared and isinstance(declared[0], int) and declared[0] > 0 else 1
+        src = OnnxModel(path, sig, (batch, *declared[1:]), None)
+    check_memory(src.shape, f"the input of {path}")
+    if runnable:
+        _runs(src, seed)
+    return src
+
+
+def _runs(src: OnnxModel, seed: int) -> None:
+    """onnxruntime's CPU provider loads ``src`` and its outputs on the seeded example input are finite."""
+    from normfold.verify import SessionError
+    from normfold.verify.session import open_session, run_session
+
+    try:
+        session = open_session(src.signature.proto.SerializeToString(), "cpu", optimization="disable",
+                               where=str(src.path))
+        x = seeded_input(src.shape, seed).numpy()
+        outputs = run_session(session, (x,))
+    except SessionError as exc:
+        raise UsageError(str(exc)) from exc
+    names = [o.name for o in session.get_outputs()]
+    check_finite({f"output {n!r}": o for n, o in zip(names, outputs)}, str(src.path), src.shape)
 
 
 def readable_onnx(path: str | os.PathLike, *, runnable: bool = False):
@@ -184,24 +448,6 @@ def readable_onnx(path: str | os.PathLike, *, runnable: bool = False):
 def seeded_input(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """The example input every subcommand uses: seeded N(0, 1)."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
-
-
-def not_an_input(output: Path, inputs: list[Path], flag: str) -> None:
-    """UsageError when writing ``output`` would replace one of ``inputs``."""
-    for f in inputs:
-        if output.resolve() == Path(f).resolve():
-            raise UsageError(f"{flag} {output} would overwrite the input file {f}")
-
-
-def writable_dir(path: Path) -> Path:
-    """Create ``path`` if needed and prove it can be written, or UsageError."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        raise UsageError(f"output directory {path} cannot be written: {exc.strerror or exc}") from exc
-    return path
 
 
 def write_json_atomic(data: dict, path: Path) -> None:
@@ -228,5 +474,6 @@ def brief(text: str, limit: int = 160) -> str:
 
 
 def error(message: str) -> int:
-    print(f"normfold: error: {message}", file=sys.stderr)
+    """Print ``message`` as one line on stderr (its first line, plain text); return exit code 2."""
+    print(f"normfold: error: {first_line(message) or 'failed'}", file=sys.stderr)
     return EXIT_USAGE

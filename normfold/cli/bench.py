@@ -25,20 +25,24 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..bench.variants import MODEL_VARIANTS
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
     UsageError,
     add_model_arguments,
+    check_memory,
+    check_paths,
     is_onnx,
     load_onnx,
     model_and_input,
-    readable_onnx,
-    not_an_input,
+    model_file,
+    output,
+    outputs_in,
     positive_ints,
+    readable_onnx,
     write_json_atomic,
 )
-
 
 
 def _name_list(choices: tuple[str, ...]):
@@ -86,6 +90,10 @@ def main(args: argparse.Namespace) -> int:
     for f in onnx_files:
         if not is_onnx(f):
             raise UsageError(f"extra argument {f}: expected an .onnx file")
+    exports = [] if is_onnx(args.model) else [f"{v}.onnx" for v in MODEL_VARIANTS]
+    check_paths(output("--json", args.json) + output("--plot", args.plot)
+                + outputs_in("--export-dir", args.export_dir, exports),
+                [("MODEL", model_file(args.model))] + [("an ONNX file to time", f) for f in onnx_files])
     model = x = None
     if is_onnx(args.model):
         onnx_files.insert(0, Path(args.model))
@@ -93,6 +101,8 @@ def main(args: argparse.Namespace) -> int:
         name = ", ".join(f.name for f in onnx_files)
     else:
         name, model, shape, x = model_and_input(args)
+    if args.batch_sizes:
+        check_memory((max(args.batch_sizes), *shape[1:]), "an input at the largest --batch-sizes")
     for f in onnx_files:
         readable_onnx(f, runnable=True)
 
@@ -149,14 +159,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--percentile must be in (0, 100], got {args.percentile:g}")
     if args.budget_ms is not None and not args.budget_ms > 0:
         raise UsageError(f"--budget-ms must be positive, got {args.budget_ms:g}")
-    for flag, path in (("--json", args.json), ("--plot", args.plot)):
-        if path is not None and not path.parent.is_dir():
-            raise UsageError(f"{flag} {path}: directory {path.parent} does not exist")
-        if path is not None and path.is_dir():
-            raise UsageError(f"{flag} {path} is a directory")
     if args.export_dir is not None and not args.export_dir.is_dir():
-        raise UsageError(f"--export-dir {args.export_dir} does not exist")
-    inputs = ([Path(args.model)] if is_onnx(args.model) else []) + list(args.onnx)
-    for flag, path in (("--json", args.json), ("--plot", args.plot)):
-        if path is not None:
-            not_an_input(path, inputs, flag)
+        raise UsageError(f"--export-dir {args.export_dir} is not a directory" if args.export_dir.exists()
+                         else f"--export-dir {args.export_dir} does not exist")

@@ -22,10 +22,12 @@ from ._common import (
     UsageError,
     add_model_arguments,
     brief,
+    check_paths,
     is_onnx,
     load_onnx,
     model_and_input,
-    not_an_input,
+    model_file,
+    output,
     write_json_atomic,
 )
 
@@ -45,8 +47,7 @@ def add_parser(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.json not in (None, "-") and not Path(args.json).parent.is_dir():
-        raise UsageError(f"--json {args.json}: directory {Path(args.json).parent} does not exist")
+    check_paths(output("--json", None if args.json == "-" else args.json), [("MODEL", model_file(args.model))])
     if is_onnx(args.model):
         name, shape, report = _onnx_report(args)
     else:
@@ -96,8 +97,6 @@ def _onnx_report(args):
     from normfold.fold import FoldError, fold_onnx
 
     src = load_onnx(args.model, args.input_shape)
-    if args.json not in (None, "-"):
-        not_an_input(Path(args.json), [src.path], "--json")
     try:
         _, report = fold_onnx(src.signature.proto, input_shapes=src.input_shapes, densify=args.densify)
     except FoldError as exc:

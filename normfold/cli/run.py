@@ -18,25 +18,28 @@ failed, 2 bad input (one line; no file written).
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from ..atomic import staged
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
     UsageError,
     add_model_arguments,
     brief,
+    check_paths,
     is_onnx,
     load_onnx,
     model_and_input,
-    not_an_input,
+    model_file,
+    output,
+    outputs_in,
     seeded_input,
-    writable_dir,
     write_json_atomic,
 )
+
+TORCH_FILES = ["model.onnx", "model.unfolded.onnx"]
+ONNX_FILES = ["model.onnx"]
 
 
 def add_parser(subparsers) -> None:
@@ -49,25 +52,22 @@ def add_parser(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.json is not None and not args.json.parent.is_dir():
-        raise UsageError(f"--json {args.json}: directory {args.json.parent} does not exist")
+    names = ONNX_FILES if is_onnx(args.model) else TORCH_FILES
+    check_paths(outputs_in("--out", args.out, names, new_dirs=True) + output("--json", args.json),
+                [("MODEL", model_file(args.model))])
     if is_onnx(args.model):
         return _run_onnx(args)
     from normfold.export import ExportError, export_with_baseline
     from normfold.verify import verify
 
     name, model, shape, x = model_and_input(args)
-    out = writable_dir(args.out)
-    staging = Path(tempfile.mkdtemp(prefix=".normfold-", dir=out))
-    try:
+    with staged(args.out) as stage:
         try:
-            folded, unfolded = export_with_baseline(model, x, staging / "model.onnx", staging / "model.unfolded.onnx")
+            folded, unfolded = export_with_baseline(model, x, *map(stage.path, TORCH_FILES))
         except ExportError as exc:
             raise UsageError(str(exc)) from exc
         report = verify(model, folded.path, x)
-        files = _move(staging, out, ["model.onnx", "model.unfolded.onnx"])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        files = stage.commit(TORCH_FILES)
     _print(name, shape, folded.fold_report, unfolded.op_counts, folded.op_counts, files, report)
     if args.json is not None:
         write_json_atomic({
@@ -87,26 +87,19 @@ def _run_onnx(args: argparse.Namespace) -> int:
     from normfold.fold import FoldError, fold_onnx
     from normfold.verify import InputError, OnnxOracle, OracleError, SessionError, verify
 
-    src = load_onnx(args.model, args.input_shape, runnable=True)
-    not_an_input(args.out / "model.onnx", [src.path], "--out")
-    if args.json is not None:
-        not_an_input(args.json, [src.path], "--json")
-    out = writable_dir(args.out)
+    src = load_onnx(args.model, args.input_shape, runnable=True, seed=args.seed)
     x = seeded_input(src.shape, args.seed)
     try:
         folded_proto, fold_report = fold_onnx(src.signature.proto, input_shapes=src.input_shapes)
     except FoldError as exc:
         raise UsageError(str(exc)) from exc
-    staging = Path(tempfile.mkdtemp(prefix=".normfold-", dir=out))
-    try:
+    with staged(args.out) as stage:
         try:
-            folded = write_checked(folded_proto, staging / "model.onnx", fold_report)
+            folded = write_checked(folded_proto, stage.path("model.onnx"), fold_report)
             report = verify(OnnxOracle(src.signature.proto, where=src.name), folded.path, x)
         except (ExportError, InputError, OracleError, SessionError) as exc:
             raise UsageError(str(exc)) from exc
-        [path] = _move(staging, out, ["model.onnx"])
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        [path] = stage.commit(ONNX_FILES)
     before = op_counts(src.signature.proto)
     _print(src.name, src.shape, fold_report, before, folded.op_counts, [path], report)
     if args.json is not None:
@@ -119,12 +112,6 @@ def _run_onnx(args: argparse.Namespace) -> int:
             "verify": report.to_dict(),
         }, args.json)
     return EXIT_OK if report.ok else EXIT_FAILED
-
-
-def _move(staging: Path, out: Path, names: list[str]) -> list[Path]:
-    for f in names:
-        os.replace(staging / f, out / f)
-    return [out / f for f in names]
 
 
 def _print(name, shape, fold_report, before: dict, after: dict, files: list[Path], report) -> None:

@@ -15,8 +15,13 @@ see normfold/verify/tolerance.py for why). --atol/--rtol replace the rule. On
 failure the table gives the smallest atol/rtol/k that would have passed, and
 the first fold site / ONNX node whose output leaves the oracle.
 
-Inputs: seeded N(0, 1) by default; --uniform LOW,HIGH; or --inputs PATH (a
-directory of .png/.jpg/.npy, or an .npz). --mean/--std normalize per channel.
+Inputs: seeded N(0, 1) by default; --uniform LOW,HIGH; or --inputs PATH, a
+validation set streamed in batches (a directory of .png/.jpg/.npy, a glob, or an
+.npz; for several model inputs, an .npz keyed by input name or a folder per
+input): the float64 oracle runs on --oracle-samples of them to set the
+tolerance, and every sample compares the ONNX file with the original model;
+--labels adds accuracy, --min-agreement/--min-accuracy/--max-accuracy-drop gate
+on it. --mean/--std normalize per channel.
 
 Exit 0 pass, 1 a check failed, 2 bad input or environment.
 """
@@ -31,20 +36,21 @@ from ._common import (
     EXIT_OK,
     UsageError,
     add_model_arguments,
+    check_memory,
+    check_paths,
+    finite_floats,
     is_onnx,
     load_model,
     load_onnx,
-    not_an_input,
+    model_file,
+    output,
+    positive_floats,
     positive_ints,
+    readable_onnx,
+    user_code,
     write_json_atomic,
 )
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(p) for p in text.split(",") if p.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+from . import verify_data
 
 
 def _nonnegative(text: str) -> float:
@@ -65,12 +71,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--providers", default="cpu", help="comma-separated onnxruntime providers: cpu, cuda (default cpu)")
     p.add_argument("--batch-sizes", type=positive_ints, default=None, metavar="1,3",
                    help="batch sizes to check (default: 1,3 for a dynamic batch axis)")
-    p.add_argument("--inputs", type=Path, default=None, metavar="PATH",
-                   help="real inputs: a directory of .png/.jpg/.npy files, or an .npz")
-    p.add_argument("--uniform", type=_floats, default=None, metavar="LOW,HIGH",
+    p.add_argument("--inputs", default=None, metavar="PATH",
+                   help="a validation set, streamed: a directory of .png/.jpg/.npy files, a glob, or an .npz")
+    p.add_argument("--uniform", type=finite_floats, default=None, metavar="LOW,HIGH",
                    help="random inputs uniform in [LOW, HIGH) instead of N(0, 1)")
-    p.add_argument("--mean", type=_floats, default=None, help="per-channel mean subtracted from the inputs")
-    p.add_argument("--std", type=_floats, default=None, help="per-channel std the inputs are divided by")
+    p.add_argument("--mean", type=finite_floats, default=None,
+                   help="per-channel mean subtracted from the inputs (one value: every channel)")
+    p.add_argument("--std", type=positive_floats, default=None,
+                   help="per-channel std (> 0) the inputs are divided by (one value: every channel)")
     p.add_argument("--atol", type=_nonnegative, default=None, help="absolute tolerance (replaces the derived rule)")
     p.add_argument("--rtol", type=_nonnegative, default=None,
                    help="tolerance relative to max|oracle| (replaces the derived rule)")
@@ -78,6 +86,7 @@ def add_parser(subparsers) -> None:
                    help="fp16: export MODEL as float16 (folded in float64, cast once) to MODEL.fp16.onnx "
                         "beside MODEL.onnx and verify that file (default: the ONNX file's own dtype)")
     p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    verify_data.add_arguments(p)
     p.set_defaults(handler=main)
 
 
@@ -89,30 +98,40 @@ def main(args: argparse.Namespace) -> int:
     from normfold.verify.check import check_inputs
 
     providers = tuple(p.strip() for p in args.providers.split(",") if p.strip())
-    if args.json is not None and not args.json.parent.is_dir():
-        raise UsageError(f"--json {args.json}: directory {args.json.parent} does not exist")
+    if args.model is None:   # argparse gave the one positional to MODEL.onnx
+        raise UsageError(f"give MODEL before {args.onnx}: the model it was exported from (a zoo name, "
+                         "path/to/file.py:factory, or the original .onnx)")
+    side = fp16_file(args.onnx) if args.precision == "fp16" else None
+    check_paths(output("--json", args.json) + output("--precision fp16 writes", side),
+                [("MODEL", model_file(args.model)), ("MODEL.onnx", args.onnx), ("--inputs", args.inputs),
+                 ("--labels", args.labels)])
     if args.uniform is not None and len(args.uniform) != 2:
         raise UsageError(f"--uniform takes LOW,HIGH, got {len(args.uniform)} numbers")
     if args.inputs is not None and args.uniform is not None:
         raise UsageError("--inputs and --uniform exclude each other")
+    verify_data.check_flags(args)
     try:
         from normfold.verify.session import provider_name
 
         for p in providers or ("",):
             provider_name(p)
-        if is_onnx(args.model):
-            src = load_onnx(args.model, args.input_shape)
+        if is_onnx(args.model) and args.inputs is not None:   # any number of inputs: the data gives the shapes
+            name = str(args.model)
+            model = OnnxOracle(readable_onnx(args.model, runnable=True).proto, where=name)
+        elif is_onnx(args.model):
+            src = load_onnx(args.model, args.input_shape, runnable=True, seed=args.seed)
             name, model = src.name, OnnxOracle(src.signature.proto, where=src.name)   # the graph in float64
         else:
             name, model, _ = load_model(args.model)
-        if args.json is not None:
-            not_an_input(args.json, [args.onnx] + ([Path(args.model)] if is_onnx(args.model) else []), "--json")
         sig = read_onnx(args.onnx)
+        if args.inputs is not None:   # a validation set, opened before an fp16 export (same inputs)
+            data, labels = verify_data.open_data(args, sig)
+            return verify_data.main(args, name, model, *_precision(args, model, sig), providers, data, labels)
+        x, source, sizes = _inputs(args, sig)   # before an fp16 export: its inputs are the same
         onnx_path, sig = _precision(args, model, sig)
-        x, source, sizes = _inputs(args, sig)
         check_inputs(model, sig, (x,))
         if not isinstance(model, OnnxOracle):
-            _model_accepts(model, x)
+            _model_accepts(model, (x,))
         report = verify(model, onnx_path, x, providers, atol=args.atol, rtol=args.rtol, batch_sizes=sizes)
     except (SessionError, InputError, ExportError, OracleError) as exc:
         raise UsageError(str(exc)) from exc
@@ -132,6 +151,11 @@ def main(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
+def fp16_file(onnx: Path) -> Path:
+    """Where --precision fp16 writes the fp16 export of an fp32 MODEL.onnx: MODEL.fp16.onnx beside it."""
+    return onnx.with_name(onnx.stem + ".fp16.onnx")
+
+
 def _precision(args, model, sig):
     """The file to verify: MODEL.onnx itself, or (fp16 asked of an fp32 file) a fresh fp16 export beside it."""
     import torch
@@ -147,7 +171,7 @@ def _precision(args, model, sig):
     if isinstance(model, OnnxOracle):
         raise UsageError(f"--precision fp16 exports the PyTorch MODEL at fp16; with an ONNX MODEL ({model.where}), "
                          "give the fp16 file itself")
-    target = args.onnx.with_name(args.onnx.stem + ".fp16.onnx")
+    target = fp16_file(args.onnx)
     shape = _shape(args, sig)
     x = torch.zeros((2, *shape[1:]))
     export(model, x, target, precision="fp16", dynamic_batch=sig.dynamic_batch)
@@ -171,40 +195,37 @@ def _inputs(args, sig):
     import numpy as np
     import torch
 
-    from normfold.verify.inputs import load_samples, normalize, random_batch
+    from normfold.verify.inputs import normalize, random_batch
 
     if len(sig.names) != 1:
-        raise UsageError(f"{args.onnx} takes {len(sig.names)} inputs; the CLI verifies single-input models "
-                         "(use normfold.verify() from Python for several)")
+        raise UsageError(f"{args.onnx} takes {len(sig.names)} inputs ({', '.join(sig.names)}); random inputs "
+                         "feed one: give --inputs (an .npz keyed by input name, or a folder per input)")
     sizes = args.batch_sizes
-    if args.inputs is not None:
-        x = load_samples(args.inputs, rank=len(sig.shapes[0]))
-        if sizes is None and sig.dynamic_batch:
-            sizes = tuple(sorted({1, 3, len(x)}))
-        source = {"kind": "files", "path": str(args.inputs), "samples": int(len(x))}
+    shape = _shape(args, sig)
+    if args.input_shape is not None and sizes is None:
+        sizes = (shape[0],)
+    rows = max(sizes or (3 if sig.dynamic_batch else shape[0],))
+    check_memory((rows, *shape[1:]), "an input batch")
+    if args.uniform is not None:
+        low, high = args.uniform
+        x = random_batch((rows, *shape[1:]), "uniform", args.seed, low, high)
+        source = {"kind": "uniform", "low": low, "high": high, "seed": args.seed}
     else:
-        shape = _shape(args, sig)
-        if args.input_shape is not None and sizes is None:
-            sizes = (shape[0],)
-        rows = max(sizes or (3 if sig.dynamic_batch else shape[0],))
-        if args.uniform is not None:
-            low, high = args.uniform
-            x = random_batch((rows, *shape[1:]), "uniform", args.seed, low, high)
-            source = {"kind": "uniform", "low": low, "high": high, "seed": args.seed}
-        else:
-            x = random_batch((rows, *shape[1:]), "normal", args.seed)
-            source = {"kind": "normal", "mean": 0.0, "std": 1.0, "seed": args.seed}
+        x = random_batch((rows, *shape[1:]), "normal", args.seed)
+        source = {"kind": "normal", "mean": 0.0, "std": 1.0, "seed": args.seed}
     x = normalize(x, args.mean, args.std)
+    bad = np.argwhere(~np.isfinite(x))
+    if len(bad):
+        raise UsageError(f"--mean/--std make sample {bad[0][0]} of the inputs NaN or infinite "
+                         f"(at {tuple(int(i) for i in bad[0][1:])}): there is nothing to compare")
     source.update(shape=list(x.shape[1:]), normalize_mean=args.mean, normalize_std=args.std)
     return torch.from_numpy(np.ascontiguousarray(x)), source, sizes
 
 
-def _model_accepts(model, x) -> None:
+def _model_accepts(model, xs) -> None:
+    """The PyTorch model runs on one sample of each input (``xs``: a tuple of batches), or UsageError."""
     import torch
 
-    try:
-        with torch.no_grad():
-            model(x[:1])
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UsageError(f"the model rejects inputs of shape {list(x.shape)}: {type(exc).__name__}: {first}") from exc
+    shapes = ", ".join(str(list(x.shape)) for x in xs)
+    with torch.no_grad():
+        user_code(lambda: model(*(x[:1] for x in xs)), f"the model rejects inputs of shape {shapes}: its forward")

@@ -29,11 +29,8 @@ only after it passes ``onnx.checker``: a failed export leaves nothing behind.
 from __future__ import annotations
 
 import collections
-import contextlib
 import copy
-import logging
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -42,10 +39,14 @@ import onnx
 import torch
 from torch import nn
 
+from .._messages import first_line, plain, root_cause
+from .._quiet import quiet
 from ..atomic import write_bytes
 from ..fold import FoldError, FoldReport, as_input_tuple, fold as fold_model, fold_onnx
 from ..fold.algebra import cast
 from ..fold.onnx.graph import NAME_SCOPES
+from ..fold.torch.examples import check_example_inputs
+from ..fold.torch.trace import describe
 from ..nn.bake import bake_weights
 from .optimize import optimize as optimize_graph
 
@@ -82,7 +83,7 @@ def export(
     ``precision`` is "fp32" or "fp16" (the weights and the graph's inputs and outputs).
     """
     path = _output_path(path)
-    job = _Job(model, as_input_tuple(example_inputs), precision_dtype(precision), opset, dynamic_batch, simplify)
+    job = _Job(model, _inputs(example_inputs, model), precision_dtype(precision), opset, dynamic_batch, simplify)
     proto, report = job.folded() if fold else (job.unfolded(), None)
     return write_checked(proto, path, report)
 
@@ -106,7 +107,7 @@ def export_with_baseline(
     path, baseline_path = _output_path(path), _output_path(baseline_path)
     if path.resolve() == baseline_path.resolve():
         raise ExportError(f"export path {path} is also the baseline's path")
-    job = _Job(model, as_input_tuple(example_inputs), precision_dtype(precision), opset, dynamic_batch, simplify)
+    job = _Job(model, _inputs(example_inputs, model), precision_dtype(precision), opset, dynamic_batch, simplify)
     baseline = job.unfolded()
     proto, report = job.folded(baseline)
     return write_checked(proto, path, report), write_checked(baseline, baseline_path, None)
@@ -115,7 +116,7 @@ def export_with_baseline(
 def unfolded_graph(model: nn.Module, example_inputs: Any, *, opset: int = 18, dynamic_batch: bool = True,
                    simplify: bool = True, precision: str = "fp32") -> onnx.ModelProto:
     """The graph ``export(fold=False)`` writes, in memory: what the ONNX front end folds."""
-    return _Job(model, as_input_tuple(example_inputs), precision_dtype(precision), opset, dynamic_batch,
+    return _Job(model, _inputs(example_inputs, model), precision_dtype(precision), opset, dynamic_batch,
                 simplify).unfolded()
 
 
@@ -185,6 +186,16 @@ def fold_graph(unfolded: onnx.ModelProto, why: str, untraced: dict[str, str] | N
     return proto, report
 
 
+def _inputs(example_inputs: Any, model: nn.Module) -> tuple:
+    """The example inputs as a tuple, checked as the fold checks them (ExportError naming the problem)."""
+    inputs = as_input_tuple(example_inputs)
+    try:
+        check_example_inputs(model, inputs)
+    except FoldError as exc:
+        raise ExportError(str(exc)) from None
+    return inputs
+
+
 def _output_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
@@ -200,7 +211,7 @@ def write_checked(proto: onnx.ModelProto, path: str | os.PathLike, report: FoldR
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:
-        raise ExportError(f"onnx.checker rejected the exported model: {exc}") from exc
+        raise ExportError(f"onnx.checker rejected the exported model: {first_line(str(exc))}") from exc
     write_bytes(path, proto.SerializeToString())
     return ExportResult(path=path, fold_report=report, op_counts=op_counts(proto))
 
@@ -248,7 +259,7 @@ def _torch_export(model: nn.Module, inputs: tuple, *, opset: int, dynamic_batch:
         batch = torch.export.Dim("batch")
         dynamic_shapes = tuple({0: batch} for _ in inputs)
     try:
-        with _quiet_exporter():
+        with quiet():
             program = torch.onnx.export(
                 model,
                 inputs,
@@ -260,7 +271,8 @@ def _torch_export(model: nn.Module, inputs: tuple, *, opset: int, dynamic_batch:
             )
             optimize_graph(program.model, keep_norms=keep_norms)
     except Exception as exc:
-        raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {_first_line(exc)}") from exc
+        raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {plain(describe(root_cause(exc)))}"
+                          ) from exc
     return program.model_proto
 
 
@@ -268,9 +280,10 @@ def _simplify(proto: onnx.ModelProto, *, keep_norms: bool) -> onnx.ModelProto:
     import onnxsim
 
     try:
-        simplified, ok = onnxsim.simplify(proto, perform_optimization=not keep_norms)
+        with quiet():
+            simplified, ok = onnxsim.simplify(proto, perform_optimization=not keep_norms)
     except Exception as exc:
-        raise ExportError(f"onnxsim failed: {_first_line(exc)}") from exc
+        raise ExportError(f"onnxsim failed: {type(exc).__name__}: {first_line(str(exc))}") from exc
     if not ok:
         raise ExportError("onnxsim could not validate the simplified model")
     _keep_module_paths(proto, simplified)
@@ -285,24 +298,3 @@ def _keep_module_paths(exported: onnx.ModelProto, simplified: onnx.ModelProto) -
     for node in simplified.graph.node:
         if node.name in scopes and not any(p.key == NAME_SCOPES for p in node.metadata_props):
             node.metadata_props.add(key=NAME_SCOPES, value=scopes[node.name])
-
-
-@contextlib.contextmanager
-def _quiet_exporter():
-    """The dynamo exporter logs progress and warnings on every call; keep only errors."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript")]
-    levels = [lg.level for lg in loggers]
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings(), open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"

@@ -113,8 +113,8 @@ def verify(
     dtype, np_dtype, tol = sig.dtype, sig.np_dtype, Tolerance(atol=atol, rtol=rtol)
     short = "fp16" if dtype == torch.float16 else "fp32"
 
-    with _tf32_off():
-        folded, fold_report, note = _folded_eager(oracle, inputs, dtype, short)
+    with tf32_off():
+        folded, fold_report, note = folded_eager(oracle, inputs, dtype, short)
         sessions = {p: open_session(onnx_path, p) for p in providers}
         report = VerifyReport(rule=tol.describe(np_dtype, oracle.description),
                               environment=_environment(sessions, dtype, sizes, oracle))
@@ -150,7 +150,7 @@ def verify(
     return report
 
 
-def _folded_eager(oracle: Oracle, inputs, dtype, short: str):
+def folded_eager(oracle: Oracle, inputs, dtype, short: str):
     """(normfold.fold's model, its report, a note) for a PyTorch oracle; the note says why there is none
     (torch.fx cannot trace the model's forward: the ONNX front end folds it, in the file only)."""
     if not isinstance(oracle, TorchOracle):
@@ -220,7 +220,7 @@ def _batch_sizes(sig: OnnxSignature, requested: Sequence[int] | None) -> tuple[i
 
 
 @contextlib.contextmanager
-def _tf32_off():
+def tf32_off():
     flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False

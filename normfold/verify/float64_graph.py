@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from .._messages import typed_line
 from .conv_transpose import ConvTranspose
 
 FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
@@ -51,7 +52,7 @@ class Float64Graph:
         try:
             self._evaluator = ReferenceEvaluator(float64_copy(proto), new_ops=[ConvTranspose])
         except Exception as exc:
-            raise OracleError(f"the float64 oracle (onnx.reference) cannot load {where}: {_first_line(exc)}") from exc
+            raise OracleError(f"the float64 oracle (onnx.reference) cannot load {where}: {typed_line(exc)}") from exc
 
     def run(self, inputs: Iterable[np.ndarray], names: list[str] | None = None) -> list[np.ndarray]:
         """The graph's outputs (or the tensors ``names``) for positional ``inputs``, as float64 arrays."""
@@ -63,7 +64,7 @@ class Float64Graph:
             with np.errstate(all="ignore"):
                 values = self._evaluator.run(names or self.output_names, feeds)
         except Exception as exc:
-            raise OracleError(f"the float64 oracle (onnx.reference) failed on {self.where}: {_first_line(exc)}") from exc
+            raise OracleError(f"the float64 oracle (onnx.reference) failed on {self.where}: {typed_line(exc)}") from exc
         return [np.asarray(v, dtype=np.float64) if np.issubdtype(np.asarray(v).dtype, np.floating) else np.asarray(v)
                 for v in values]
 
@@ -118,7 +119,3 @@ def _widen_type(t: onnx.TypeProto) -> None:
     elif kind == "optional_type":
         _widen_type(t.optional_type.elem_type)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"

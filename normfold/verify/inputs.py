@@ -4,9 +4,8 @@ Sources (one input tensor, batch axis first):
 
 * ``random_batch(shape, "normal", seed)``: standard normal, N(0, 1);
 * ``random_batch(shape, "uniform", seed, low, high)``: uniform in [low, high);
-* ``load_samples(path)``: a directory of .png/.jpg/.jpeg/.npy files (sorted by
-  name; an image becomes C×H×W float in [0, 1], an .npy file is one sample or
-  a batch), or an .npz whose arrays (sorted by key) are samples or batches.
+* ``load_samples(path)``: every sample of a dataset on disk (dataset.py: a
+  directory of .png/.jpg/.jpeg/.npy files, a glob, or an .npz) in one batch.
 
 ``normalize(x, mean, std)`` applies per-channel (x - mean) / std, the usual
 image preprocessing; it is applied after loading or drawing.
@@ -23,9 +22,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-ARRAY_SUFFIXES = (".npy",)
 
 
 class InputError(ValueError):
@@ -45,22 +41,18 @@ def random_batch(shape: Sequence[int], distribution: str = "normal", seed: int =
 
 
 def load_samples(path: str | Path, rank: int) -> np.ndarray:
-    """All samples under ``path`` as one float32 batch of ``rank`` axes.
+    """All samples under ``path`` as one float32 batch of ``rank`` axes (dataset.py reads them;
+    for a validation set, stream it with ``Dataset.read`` instead).
 
     An array with ``rank - 1`` axes is one sample, one with ``rank`` axes a batch.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"--inputs {path} does not exist")
-    if path.is_file():
-        if path.suffix != ".npz":
-            raise InputError(f"--inputs {path}: expected a directory or an .npz file")
-        return _stack(_load_npz(path), rank, str(path))
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    usable = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES + ARRAY_SUFFIXES]
-    if not usable:
-        raise InputError(f"--inputs {path} holds no .png/.jpg/.npy files")
-    return _stack([(p.name, _load_file(p)) for p in usable], rank, str(path))
+    from .dataset import open_dataset
+
+    data = open_dataset(path, [("", ["batch"] + ["?"] * (rank - 1))])
+    try:
+        return data.read(range(len(data)))[1][0]
+    finally:
+        data.close()
 
 
 def normalize(x: np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:
@@ -93,57 +85,7 @@ def _per_channel(values, default: float, channels: int, flag: str) -> np.ndarray
         return np.full(channels, default)
     v = np.asarray(values, dtype=np.float64)
     if v.size == 1:
-        return np.full(channels, float(v))
+        return np.full(channels, float(v.reshape(-1)[0]))
     if v.size != channels:
         raise InputError(f"{flag} has {v.size} values, the input has {channels} channels")
     return v
-
-
-def _load_file(p: Path) -> np.ndarray:
-    try:
-        if p.suffix.lower() in ARRAY_SUFFIXES:
-            return np.load(p, allow_pickle=False)
-        return _load_image(p)
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(f"cannot read {p}: {type(exc).__name__}: {exc}") from exc
-
-
-def _load_image(p: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(p) as img:
-        arr = np.asarray(img.convert("L" if img.mode in ("L", "I", "I;16", "1") else "RGB"))
-    arr = arr.astype(np.float32) / 255.0
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-
-
-def _load_npz(p: Path) -> list[tuple[str, np.ndarray]]:
-    try:
-        with np.load(p, allow_pickle=False) as data:
-            return [(f"{p.name}[{k}]", data[k]) for k in sorted(data.files)]
-    except Exception as exc:
-        raise InputError(f"cannot read {p}: {type(exc).__name__}: {exc}") from exc
-
-
-def _stack(named: list[tuple[str, np.ndarray]], rank: int, where: str) -> np.ndarray:
-    """Samples and batches to one batch; every sample must have the same shape."""
-    if not named:
-        raise InputError(f"{where} holds no arrays")
-    rows, shape, first = [], None, None
-    for name, a in named:
-        if not np.issubdtype(a.dtype, np.number):
-            raise InputError(f"{name} has dtype {a.dtype}, not numbers")
-        if a.ndim not in (rank - 1, rank):
-            raise InputError(
-                f"{name} has shape {a.shape}; the model input has {rank} axes, so expected "
-                f"a sample of {rank - 1} axes or a batch of {rank}"
-            )
-        batch = a[None] if a.ndim == rank - 1 else a
-        if shape is None:
-            shape, first = batch.shape[1:], name
-        elif batch.shape[1:] != shape:
-            raise InputError(f"{name} has sample shape {batch.shape[1:]}, {first} has {shape}")
-        rows.append(batch.astype(np.float32))
-    return np.concatenate(rows)

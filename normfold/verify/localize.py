@@ -104,8 +104,8 @@ def first_fold_site(original: nn.Module, folded: nn.Module, inputs: tuple[torch.
                     report: FoldReport, dtype: torch.dtype, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> Divergence | None:
     """The first fold site whose folded producer output leaves the oracle, or None."""
     candidates = [
-        _Candidate(key=f.into, module=f.into, reference=f.norm, fold_site=f"{f.norm} -> {f.into}")
-        for f in report.folded
+        _Candidate(key=into, module=into, reference=ref, fold_site=site)
+        for into, (ref, site) in fold_references(original, report).items() if ref is not None
     ]
 
     def got(chunk):
@@ -118,7 +118,7 @@ def first_onnx_node(original: nn.Module, proto, inputs: tuple[torch.Tensor, ...]
                     dtype: torch.dtype, provider: str = "cpu",
                     budget_bytes: int = DEFAULT_BUDGET_BYTES) -> Divergence | None:
     """The first ONNX node (graph order) whose output leaves the oracle, or None."""
-    candidates = onnx_candidates(proto, report, {n for n, _ in original.named_modules()})
+    candidates = onnx_candidates(proto, report, original)
     feed = tuple(t.detach().cpu().to(dtype).numpy() for t in inputs)
 
     def got(chunk):
@@ -160,25 +160,53 @@ def first_shared_tensor(oracle, checked, batch: tuple[np.ndarray, ...], np_dtype
     return None
 
 
-def onnx_candidates(proto, report: FoldReport | None, module_names: set[str]) -> list[_Candidate]:
+def onnx_candidates(proto, report: FoldReport | None, original: nn.Module) -> list[_Candidate]:
     """Per module with named initializers: the value its last node produces, in graph order."""
     inits = {i.name for i in proto.graph.initializer}
+    module_names = {n for n, _ in original.named_modules()}
     last: dict[str, tuple[int, str, str, str]] = {}
     for index, node in enumerate(proto.graph.node):
         for name in node.input:
             module = name.rpartition(".")[0]
             if name in inits and module in module_names and node.output:
                 last[module] = (index, node.output[0], node.name, node.op_type)
-    absorbed = {f.into: f.norm for f in (report.folded if report else [])}
+    absorbed = fold_references(original, report) if report else {}
     candidates = []
     for module, (_, value, node, op) in sorted(last.items(), key=lambda kv: kv[1][0]):
-        norm = absorbed.get(module)
-        folded_here = norm is not None and norm not in last
+        ref, site = absorbed.get(module, (module, None))
+        if ref is None:
+            continue  # the folded layer's output has no counterpart in the original
+        folded_here = site is not None and ref not in last
         candidates.append(_Candidate(
-            key=value, module=module, reference=norm if folded_here else module, node=node, op_type=op,
-            fold_site=f"{norm} -> {module}" if folded_here else None,
+            key=value, module=module, reference=ref if folded_here else module, node=node, op_type=op,
+            fold_site=site if folded_here else None,
         ))
     return candidates
+
+
+def fold_references(original: nn.Module, report: FoldReport) -> dict[str, tuple[str | None, str]]:
+    """Folded layer -> (the original module whose output it must equal, or None; "norm -> layer").
+
+    Backward (``layer -> norms``): the last norm of the chain. Forward
+    (``norms -> layer``): the layer itself. None where the original has no such
+    point: a norm+activation composite (its output is after the activation,
+    the folded layer's before it), several producers (cat/add folds) or none.
+    """
+    from ..nn.composite import is_composite
+
+    modules = dict(original.named_modules())
+    out: dict[str, tuple[str | None, str]] = {}
+    for f in report.folded:
+        if not f.into or "," in f.into:
+            continue
+        chain = f.chain or (f.norm,)
+        forward = f.direction == "forward"
+        ref = f.into if forward else chain[-1]
+        module = modules.get(ref)
+        if module is None or (not forward and is_composite(module)):
+            ref = None
+        out[f.into] = (ref, f"{' -> '.join(chain)} -> {f.into}")
+    return out
 
 
 def _scan(original: nn.Module, inputs, candidates: list[_Candidate], dtype: torch.dtype,

@@ -14,6 +14,13 @@ provide them:
 Outputs are flat lists of float64 arrays, in the order the ONNX exporter
 flattens nested outputs (torch's pytree: tuples, lists and dicts in order).
 Anything that can ``run`` a batch this way can be an oracle.
+
+Both run the float64 model ``ORACLE_CHUNK`` samples at a time. A float64
+convolution has no oneDNN kernel on CPU: torch unfolds its input (im2col)
+into a buffer that grows with the batch, and onnx.reference does the same in
+numpy. Measured on ResNet-18 at width 1/4, 64 samples at 224x224 in one batch
+raised the process's peak RSS by 1.08 GB; in chunks of 8 the buffer is an
+eighth of that. Outputs without a batch axis are computed on the whole batch.
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ from .session import SessionError, open_session, run_session
 from .signature import read_onnx, signature_of
 
 Batch = Sequence[np.ndarray]
+ORACLE_CHUNK = 8
 
 
 class Oracle(Protocol):
@@ -52,7 +60,8 @@ class TorchOracle:
         self.model = model
 
     def run(self, batch: Batch) -> list[np.ndarray]:
-        return eager_outputs(self.model, _tensors(batch), torch.float64)
+        work = cast_copy(self.model, torch.float64)
+        return in_chunks(lambda b: run_eager(work, _tensors(b), torch.float64), batch)
 
     def reference(self, batch: Batch, dtype: np.dtype) -> list[np.ndarray]:
         return eager_outputs(self.model, _tensors(batch), _TORCH_DTYPES[np.dtype(dtype)])
@@ -74,7 +83,9 @@ class OnnxOracle:
         self._sessions: dict[str, object] = {}
 
     def run(self, batch: Batch, names: list[str] | None = None) -> list[np.ndarray]:
-        return self.graph.run(batch, names)
+        if names:     # intermediate tensors need not have a batch axis: one run
+            return self.graph.run(batch, names)
+        return in_chunks(self.graph.run, batch)
 
     def reference(self, batch: Batch, dtype: np.dtype, names: list[str] | None = None,
                   provider: str = "cpu") -> list[np.ndarray]:
@@ -114,9 +125,31 @@ def with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProt
     return probe
 
 
+def in_chunks(run, batch: Batch, chunk: int = ORACLE_CHUNK) -> list[np.ndarray]:
+    """``run(batch)`` computed ``chunk`` samples at a time and concatenated; on the whole batch at once
+    when an output has no batch axis to concatenate along."""
+    n = len(batch[0]) if len(batch) else 0
+    if n <= chunk:
+        return run(batch)
+    parts = [run(tuple(x[i:i + chunk] for x in batch)) for i in range(0, n, chunk)]
+    sizes = [min(chunk, n - i) for i in range(0, n, chunk)]
+    if any(o.ndim == 0 or o.shape[0] != k for part, k in zip(parts, sizes) for o in part):
+        return run(batch)
+    return [np.concatenate(outs) for outs in zip(*parts)]
+
+
 def eager_outputs(model: nn.Module, inputs: tuple[torch.Tensor, ...], dtype: torch.dtype) -> list[np.ndarray]:
     """Run a copy of ``model`` in eval mode at ``dtype``; outputs flattened to a list."""
-    work = copy.deepcopy(model).eval().to(dtype)
+    return run_eager(cast_copy(model, dtype), inputs, dtype)
+
+
+def cast_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of ``model`` in eval mode at ``dtype`` (the caller's model is untouched)."""
+    return copy.deepcopy(model).eval().to(dtype)
+
+
+def run_eager(work: nn.Module, inputs: tuple[torch.Tensor, ...], dtype: torch.dtype) -> list[np.ndarray]:
+    """``work``'s outputs (float64 arrays, flattened in pytree order) on ``inputs`` cast to ``dtype``."""
     with torch.no_grad():
         out = work(*(t.to(dtype) if t.is_floating_point() else t for t in inputs))
     return [t.detach().cpu().double().numpy() for t in tree_leaves(out) if isinstance(t, torch.Tensor)]

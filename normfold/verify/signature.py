@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .session import SessionError, _first_line
+from .._messages import error_line
+from .session import SessionError
 
 MAX_BYTES = 2**31 - 1          # protobuf's limit for one serialized message
 _DTYPES = {1: torch.float32, 10: torch.float16}   # onnx.TensorProto.FLOAT, FLOAT16
@@ -58,7 +59,7 @@ def read_onnx(path: str | os.PathLike) -> OnnxSignature:
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise SessionError(f"{path} is not a valid ONNX model: {_first_line(exc)}") from exc
+        raise SessionError(f"{path} is not a valid ONNX model: {error_line(exc)}") from exc
     external = external_tensors(proto)
     if external:
         raise SessionError(f"{path} keeps {len(external)} tensors in external data files (e.g. {external[0]}); "
@@ -66,7 +67,7 @@ def read_onnx(path: str | os.PathLike) -> OnnxSignature:
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:
-        raise SessionError(f"{path} is not a valid ONNX model: {_first_line(exc)}") from exc
+        raise SessionError(f"{path} is not a valid ONNX model: {error_line(exc)}") from exc
     return signature_of(proto, str(path))
 
 

@@ -31,6 +31,19 @@ ulp (9.8e-4 relative), so that is its floor. tests/conftest.py states the same
 rule independently for the tests.
 
 Explicit ``atol``/``rtol`` replace the rule: allowed = atol + rtol * max|oracle|.
+
+Over a whole validation set (stream.py) the float64 oracle runs on a sample
+only, and every sample compares a run with the original in the same dtype.
+With e_ref and S = max|oracle| measured on the oracle's sample, sample i of
+output scale s_i = max|original_i| passes when
+
+    max |run_i - original_i| <= (K * e_ref + floor(S) + e_ref) * max(1, s_i / S)
+
+A run within the rule of the oracle (K e_ref + floor) and an original within
+e_ref of it differ by at most the sum (triangle inequality); rounding error
+grows with the magnitude of the output, so a sample whose outputs are larger
+than any the oracle saw gets a proportionally larger allowance. Explicit
+atol/rtol: atol + rtol * s_i.
 """
 from __future__ import annotations
 
@@ -56,6 +69,22 @@ class Tolerance:
         if self.explicit:
             return (self.atol or 0.0) + (self.rtol or 0.0) * scale
         return K * ref_error + floor(scale, dtype)
+
+    def per_sample(self, ref_error: float, scale: float, sample_scales: np.ndarray, dtype=np.float32) -> np.ndarray:
+        """Largest max |run_i - original_i| that passes, per sample of output scale ``sample_scales``."""
+        s = np.asarray(sample_scales, dtype=np.float64)
+        if self.explicit:
+            return (self.atol or 0.0) + (self.rtol or 0.0) * s
+        growth = np.maximum(1.0, s / scale) if scale > 0 else np.ones_like(s)
+        return (self.allowed(ref_error, scale, dtype) + ref_error) * growth
+
+    def describe_per_sample(self, dtype=np.float32, oracle_samples: int = 0) -> str:
+        if self.explicit:
+            return (f"per sample: max|run - original| <= {self.atol or 0.0:g} + {self.rtol or 0.0:g} "
+                    "* max|original|")
+        return (f"per sample: max|run - original| <= ({K:g} * e_ref + {floor(1.0, dtype):.2g} * S + e_ref) "
+                f"* max(1, max|original| / S); e_ref, S = the original's error and max|oracle| on the "
+                f"{oracle_samples} samples of the float64 oracle")
 
     def describe(self, dtype=np.float32, oracle: str = "original model in float64") -> str:
         if self.explicit:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -37,3 +38,26 @@ def perturbed(src, dst, initializer: str, factor: float) -> Path:
     onnx.save(proto, str(dst))
     return Path(dst)
 
+
+
+def bias_shifted(src, dst, initializer: str, shifts: dict[int, float]) -> Path:
+    """Copy the ONNX file ``src`` to ``dst`` with ``initializer[k] += v`` for each k, v in ``shifts``
+    (raising a class's logit changes the predictions whose margin is smaller)."""
+    proto = onnx.load(str(src))
+    (init,) = [i for i in proto.graph.initializer if i.name == initializer]
+    b = numpy_helper.to_array(init).copy()
+    for k, v in shifts.items():
+        b[k] += v
+    init.CopyFrom(numpy_helper.from_array(b, init.name))
+    onnx.save(proto, str(dst))
+    return Path(dst)
+
+
+def flipping_shift(logits: np.ndarray) -> tuple[int, float]:
+    """(class, shift) such that raising that class's logit by shift changes about half of the predictions
+    it can change, with no sample near a tie: the shift lies halfway between two consecutive gaps
+    max(logits) - logits[class]."""
+    cls = int(np.bincount(np.argsort(logits, axis=1)[:, -2]).argmax())     # the most frequent runner-up
+    gaps = np.sort((logits.max(1) - logits[:, cls])[logits.argmax(1) != cls])
+    k = len(gaps) // 2
+    return cls, float(gaps[k - 1] + gaps[k]) / 2

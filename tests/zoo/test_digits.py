@@ -71,4 +71,12 @@ def test_demo_reports_what_onnxruntime_really_predicts(tmp_path):
     assert row["torch_acc"] == row["onnx_acc"]
     assert row["torch_acc"] > 0.5      # one epoch already learns the digits; chance is 0.1
     names = {p.name for p in out.iterdir()}
-    assert names == {"digits-iternorm.onnx", "digits-iternorm.unfolded.onnx"}
+    assert names == {"digits-iternorm.onnx", "digits-iternorm.unfolded.onnx", "digits-iternorm.verify.json",
+                     "digits_test.npz", "digits_test.csv"}
+    # the labelled test set the check read (and `normfold verify --inputs --labels` can): the split itself
+    with np.load(out / "digits_test.npz") as f:
+        np.testing.assert_array_equal(f["x"], d.x_test.numpy())
+    rows = [line.split(",") for line in (out / "digits_test.csv").read_text().splitlines()]
+    assert [int(r) for r, _ in rows] == list(range(360)) and [int(y) for _, y in rows] == d.y_test.tolist()
+    checked = json.loads((out / "digits-iternorm.verify.json").read_text())
+    assert checked["accuracy"]["onnx_cpu"] == row["onnx_acc"] and checked["samples"] == 360

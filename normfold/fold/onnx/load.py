@@ -26,6 +26,7 @@ import onnx
 import onnx_ir as ir
 from onnx import numpy_helper
 
+from ..._messages import error_line
 from ..errors import FoldError
 from . import layout
 from .shapes import Shapes
@@ -66,7 +67,7 @@ def read(model: onnx.ModelProto | str | os.PathLike) -> Source:
         try:
             proto = onnx.load(path, load_external_data=False)
         except Exception as exc:
-            raise FoldError(f"{label} is not an ONNX file ({type(exc).__name__}: {_first_line(exc)})") from None
+            raise FoldError(f"{label} is not an ONNX file ({type(exc).__name__}: {error_line(exc)})") from None
     tensors, lists = _stored(proto.graph)
     if size is None:
         size = _size(proto, tensors, lists)
@@ -186,7 +187,7 @@ def _validated(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(bones)
     except Exception as exc:
-        raise FoldError(f"{label} is not a valid ONNX model: {_first_line(exc)}") from None
+        raise FoldError(f"{label} is not a valid ONNX model: {error_line(exc)}") from None
     return bones
 
 
@@ -226,7 +227,7 @@ def working_copy(source: Source, declared: Callable[[], Shapes]) -> ir.Model:
     try:
         model = ir.serde.deserialize_model(source.working)
     except Exception as exc:
-        raise FoldError(f"{source.label} is not a valid ONNX model: {type(exc).__name__}: {_first_line(exc)}") from None
+        raise FoldError(f"{source.label} is not a valid ONNX model: {type(exc).__name__}: {error_line(exc)}") from None
     if _foldable(source.working.graph, declared):
         _annotate(model.graph, declared())
         _fold_constants(model)
@@ -317,10 +318,6 @@ def _fold_constants(model: ir.Model) -> None:
     finally:
         quiet.setLevel(level)
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
 
 
 def keep_value_info(original: onnx.ModelProto, folded: onnx.ModelProto) -> None:

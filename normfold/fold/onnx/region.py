@@ -46,6 +46,7 @@ import numpy as np
 import onnx_ir as ir
 import torch
 
+from ..._messages import error_line
 from ..algebra import ChannelMap
 from . import layout
 from .graph import attr, constant
@@ -143,7 +144,7 @@ def _evaluate(run, x: np.ndarray) -> np.ndarray | str:
     try:
         y = run(x)
     except Exception as exc:  # a reshape that does not fit this shape, a broadcast that fails
-        return f"it cannot be evaluated on a {list(x.shape)} input ({type(exc).__name__}: {_first_line(exc)})"
+        return f"it cannot be evaluated on a {list(x.shape)} input ({type(exc).__name__}: {error_line(exc)})"
     if y.shape != x.shape:
         return f"it maps a {list(x.shape)} input to {list(y.shape)}, not to the same shape"
     return y
@@ -269,7 +270,3 @@ def _step(node: ir.Node, version: int | None, consts: list) -> Callable[[np.ndar
         return batchnorm
     return f"it holds {op}, which a region may not"
 
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -12,6 +12,7 @@ from torch import nn
 from ...nn.affine import is_norm, not_foldable_reason
 from ...nn.bake import bake_weights
 from ..report import FoldReport, Skipped
+from .examples import check_example_inputs
 from .graph import Options
 from .parts import Calls, fold_module
 from .trace import bind_call
@@ -72,6 +73,7 @@ def fold(model: nn.Module, example_inputs: Any, *, densify: bool = False, clone_
     if not isinstance(model, nn.Module):
         raise TypeError(f"fold: model must be a torch.nn.Module, got {type(model).__name__}")
     args = _example_args(example_inputs)
+    check_example_inputs(model, args)
     report = FoldReport(warnings=_state_warnings(model))
     if report.warnings:
         more = f" (and {len(report.warnings) - 1} more, see the report)" if len(report.warnings) > 1 else ""

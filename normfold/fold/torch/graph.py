@@ -24,12 +24,12 @@ from __future__ import annotations
 import operator
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import fx, nn
 
 from ...nn.affine import inference_affine, is_norm, map_source
+from ...nn.statistics import statistics_problem
 from ..algebra import ChannelMap, cast, compose, split_channels, without_shift
 from ..report import FoldReport, Folded, Skipped
 from .between import Inflow, inflow, layout_of, shape_of, walk_down, what
@@ -98,6 +98,8 @@ class FoldPass:
 
     def _map_of(self, node: fx.Node) -> str | None:
         module = self.modules[node.target]
+        if (why := statistics_problem(module)) is not None:
+            return why
         if len(node.args) != 1 or node.kwargs:
             return f"{node.target} is called with {len(node.args)} arguments and {len(node.kwargs)} keywords, not one tensor"
         try:

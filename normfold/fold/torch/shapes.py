@@ -13,11 +13,14 @@ from torch import fx
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.utils._pytree import tree_leaves, tree_map_only
 
+from ..._messages import root_cause
+from ..._quiet import quiet
 from ...nn.affine import is_norm
 from ..errors import FoldError
 from .trace import describe
 
 
+@quiet()   # torch's ShapeProp prints a traceback of its own; the FoldError carries the message
 def propagate_shapes(gm: fx.GraphModule, args: tuple[Any, ...]) -> None:
     """Fill ``node.meta`` with shapes; FoldError naming the inputs when the module rejects them."""
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -34,7 +37,7 @@ def propagate_shapes(gm: fx.GraphModule, args: tuple[Any, ...]) -> None:
             ShapeProp(gm).propagate(*args)
     except Exception as exc:
         shapes = ", ".join(str(tuple(t.shape)) for t in tree_leaves(args) if isinstance(t, torch.Tensor))
-        raise FoldError(f"{type(gm).__name__} rejects example inputs of shape {shapes}: {describe(exc)}") from exc
+        raise FoldError(f"{type(gm).__name__} rejects example inputs of shape {shapes}: {describe(root_cause(exc))}") from exc
 
 
 def _shape_only_class():

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from ..._messages import typed_line
 from ...nn.affine import is_norm
 from ..errors import FoldError
 
@@ -146,9 +147,9 @@ def bind_call(module: nn.Module, args: tuple, kwargs: dict | None = None) -> dic
     return dict(bound.arguments)
 
 
-def failing_call(exc: BaseException) -> str:
-    """'file:line in fn: source' of the innermost frame outside torch, or ''."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(_TORCH_DIR)]
+def failing_call(exc: BaseException, outside: tuple[str, ...] = (_TORCH_DIR,)) -> str:
+    """'file:line in fn: source' of the innermost frame outside torch (outside every path in ``outside``), or ''."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(outside)]
     if not frames:
         return ""
     f = frames[-1]
@@ -157,8 +158,7 @@ def failing_call(exc: BaseException) -> str:
 
 def describe(exc: BaseException) -> str:
     where = failing_call(exc)
-    text = str(exc).strip().splitlines()
-    what = f"{type(exc).__name__}: {text[0] if text else ''}"
+    what = typed_line(exc)
     return f"{what} (at {where})" if where else what
 
 
