@@ -136,13 +136,20 @@ def _working(proto: onnx.ModelProto) -> onnx.ModelProto:
         return out
     _copy_fields(proto, out, skip=("graph",))
     _copy_fields(source, out.graph, skip=("node", "value_info"))
-    out.graph.initializer.extend(made)
+    for item in made:  # copied once, into place
+        if isinstance(item, onnx.NodeProto):
+            tensor = out.graph.initializer.add()
+            tensor.CopyFrom(item.attribute[0].t)
+            tensor.name = item.output[0]
+        else:
+            out.graph.initializer.append(item)
     out.graph.node.extend(keep)
     return out
 
 
-def _lifted(source: onnx.GraphProto, proto: onnx.ModelProto) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """(the nodes that stay, the initializers made of the others), in one pass over the nodes."""
+def _lifted(source: onnx.GraphProto, proto: onnx.ModelProto) -> tuple[list[onnx.NodeProto], list]:
+    """(the nodes that stay, the initializers made of the others: a Constant node, whose tensor is
+    copied into place, or the tensor a node computes), in one pass over the nodes."""
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     outputs = {o.name for o in source.output}
     stored = {t.name: t for t in source.initializer}
@@ -153,9 +160,9 @@ def _lifted(source: onnx.GraphProto, proto: onnx.ModelProto) -> tuple[list[onnx.
             if node.domain not in ("", "ai.onnx") or len(node.output) != 1 or node.output[0] in outputs:
                 pass
             elif op == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
-                tensor = onnx.TensorProto()
-                tensor.CopyFrom(node.attribute[0].t)
-                tensor.name = node.output[0]
+                stored[node.output[0]] = node.attribute[0].t
+                made.append(node)
+                continue
             elif op != "Constant" and (ins := [i for i in node.input if i]) and all(i in stored for i in ins):
                 value = _evaluate(node, [numpy_helper.to_array(stored[i]) for i in node.input if i], opset)
                 tensor = None if value is None else numpy_helper.from_array(value, node.output[0])
