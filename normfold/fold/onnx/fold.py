@@ -127,7 +127,7 @@ class OnnxPass:
         if not all(s.map.map.diagonal for s in sites):  # a matrix and its inverse: not worth the search
             return False
         m = self._compose(sites)
-        if m is None or bool((m.map.a != 1).any()) or bool(m.map.c.any()):
+        if m is None or bool(m.map.c.any()) or bool((m.map.a != 1).any()):  # c first: a norm's is rarely 0
             return False
         tail, source = sites[-1].output, sites[0].input
         if tail.is_graph_output():
