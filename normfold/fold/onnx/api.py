@@ -13,7 +13,9 @@ Contract (the CLI and verify rely on it):
   ``report.skipped`` with the reason.
 * Nodes that are not rewritten keep their names and output tensor names; a
   tensor whose values change gets a new name. The folded graph can be compared
-  with the original tensor by tensor.
+  with the original tensor by tensor. Besides folds, Identity nodes go and a
+  Reshape target computed from shapes is stored where it is the same at every
+  batch size (``tidy``), as the peer optimizers do.
 * ``FoldError`` (one line naming the file or input) for a file that is not
   ONNX, keeps external data, exceeds 2 GB, or has symbolic dims that a site
   needs when ``input_shapes`` does not fix them. An op or opset the pass does
@@ -23,7 +25,8 @@ Contract (the CLI and verify rely on it):
 Layout: ``load`` (read, refuse, working IR copy), ``shapes`` (static shapes as
 evidence), ``sites`` with ``norms`` and ``region`` (what each site computes),
 ``layout`` (the layout ops in numpy), ``maps`` (a channel map on an axis), ``graph``
-(what every part asks of the IR), ``rules/`` (one fold per file), ``fold`` (the pass).
+(what every part asks of the IR), ``rules/`` (one fold per file), ``tidy`` (the two
+rewrites that are no folds), ``fold`` (the pass).
 """
 from __future__ import annotations
 
