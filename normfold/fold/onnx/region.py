@@ -210,9 +210,10 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return torch.matmul(torch.from_numpy(a), torch.from_numpy(b)).numpy()
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)
 def _random(shape: tuple[int, ...]) -> tuple[np.ndarray, float]:
-    """A fixed random probe of ``shape``, and its largest magnitude."""
+    """A fixed random probe of ``shape``, and its largest magnitude (kept for the next region of that
+    shape: a network repeats its shapes; a few, since a probe can be megabytes)."""
     x = np.random.default_rng(0).standard_normal(shape)
     return x, float(np.abs(x).max())
 
