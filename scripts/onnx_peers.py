@@ -229,13 +229,16 @@ def markdown(results: list[dict], meta: dict) -> str:
                      f"{'yes' if v['norm_ops_le_best_right_peer'] else 'no'} | {wall} | {cpu} |")
     lines += ["", "## Reading the table", "",
               "- *norm ops* are BatchNormalization + Mul + Add + Sub + Div. normfold folds norms (and removes "
-              "exact identities such as a Mul by 1); it does not rewrite other patterns. Where a peer leaves "
-              "fewer *nodes* but not fewer norm ops, the difference is such a pattern: in PaddleOCR's "
-              "classifier, onnxslim and onnxruntime replace the dynamic flatten (Shape, Cast, Slice, Cast, "
-              "Concat feeding a Reshape) by a constant shape and drop the final Identity.",
+              "exact identities such as a Mul by 1); besides, it drops Identity nodes and stores a Reshape target "
+              "computed from shapes where it names the reshaped tensor's own dims (PaddleOCR's flatten: Shape, "
+              "Cast, Slice, Cast, Concat becomes [0, 200], right at every batch size), as onnxslim and "
+              "onnxruntime do. It does not fuse other patterns.",
               "- On the whitening exports (iternorm, zca, decorr) the peers leave every Sub/Reshape/MatMul/"
               "Mul/Add in place, so their time is that of a pass that changes nothing; normfold's includes "
-              "probing each region in float64 and folding a C x C matrix into each conv weight.",
+              "reading each region's grouped product off its ops and folding its C x C matrix (block by block) "
+              "into each conv weight in float64.",
+              "- normfold pauses Python's cyclic garbage collector during the fold (the onnx-ir graph is "
+              "thousands of linked objects); the time includes collecting that graph when the fold returns.",
               "- The trap: onnxslim folds the (16,) constant as a per-channel scale although it scales the "
               "width; its output is wrong by 10^4 times the float32 budget. normfold reports the site as "
               "skipped: the map acts on axis 3, not the channel axis.",

@@ -44,6 +44,7 @@ from .._quiet import quiet
 from ..atomic import write_bytes
 from ..fold import FoldError, FoldReport, as_input_tuple, fold as fold_model, fold_onnx
 from ..fold.algebra import cast
+from ..fold.onnx.graph import NAME_SCOPES
 from ..fold.torch.examples import check_example_inputs
 from ..fold.torch.trace import describe
 from ..nn.bake import bake_weights
@@ -285,4 +286,15 @@ def _simplify(proto: onnx.ModelProto, *, keep_norms: bool) -> onnx.ModelProto:
         raise ExportError(f"onnxsim failed: {type(exc).__name__}: {first_line(str(exc))}") from exc
     if not ok:
         raise ExportError("onnxsim could not validate the simplified model")
+    _keep_module_paths(proto, simplified)
     return simplified
+
+
+def _keep_module_paths(exported: onnx.ModelProto, simplified: onnx.ModelProto) -> None:
+    """onnxsim drops each node's metadata, where the dynamo exporter records the module the node
+    came from: give that record back to the nodes it kept (by name), so that the ONNX front end's
+    report can name a norm by its module path."""
+    scopes = {n.name: p.value for n in exported.graph.node if n.name for p in n.metadata_props if p.key == NAME_SCOPES}
+    for node in simplified.graph.node:
+        if node.name in scopes and not any(p.key == NAME_SCOPES for p in node.metadata_props):
+            node.metadata_props.add(key=NAME_SCOPES, value=scopes[node.name])

@@ -28,10 +28,14 @@ Everything here computes in float64; :func:`cast` is the single cast at the end.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+
+BLOCK_SEARCH = 2**20  # multiply-adds of a dense fold above which finding A's finer blocks pays
 
 
 @dataclass(frozen=True)
@@ -60,21 +64,61 @@ class ChannelMap:
     def matrix(self) -> torch.Tensor:
         return torch.diag(self.a) if self.diagonal else self.a
 
+    @property
+    def shift_only(self) -> bool:
+        """A is the identity: ``y = x + c``."""
+        return self.diagonal and bool((self.a == 1).all())
+
     def then(self, after: "ChannelMap") -> "ChannelMap":
-        """The map ``after(self(x))``."""
+        """The map ``after(self(x))``. Scaling by a diagonal A is a product per row or column;
+        a shift alone (A = 1) leaves the other map's A as it is (a product by 1 is exact)."""
         if self.diagonal and after.diagonal:
             return ChannelMap(after.a * self.a, after.a * self.c + after.c)
+        if after.diagonal:
+            if after.shift_only:
+                return ChannelMap(self.a, self.c + after.c)
+            return ChannelMap(after.a[:, None] * self.a, after.a * self.c + after.c)  # diag(a2) A1: scale the rows
         a2 = after.matrix()
-        if self.diagonal:  # A2 diag(a1): scale the columns (the same sums, without the zeros)
-            return ChannelMap(a2 * self.a, a2 @ self.c + after.c)
+        if self.diagonal:
+            if self.shift_only:
+                return ChannelMap(a2, a2 @ self.c + after.c)
+            return ChannelMap(a2 * self.a, a2 @ self.c + after.c)  # A2 diag(a1): scale the columns
         return ChannelMap(a2 @ self.matrix(), a2 @ self.c + after.c)
+
+    @functools.cached_property
+    def _cuts(self) -> list[bool]:
+        """``cuts[k]``: no entry of A links a channel below k with one at or above it (0 <= k <= C).
+
+        A is block-diagonal with blocks ``[k_0, k_1), [k_1, k_2), ...`` exactly when
+        every ``k_i`` is a cut. Entry (i, j) crosses every k with min(i, j) < k <= max(i, j),
+        so k is a cut when the farthest nonzero reach of the channels below k is below k.
+        """
+        n = self.channels
+        if self.diagonal:
+            return [True] * (n + 1)
+        nonzero = self.a.detach().cpu().numpy() != 0  # small arrays: numpy, not torch's per-op cost
+        last_in_row = n - 1 - nonzero[:, ::-1].argmax(1)  # n - 1 for an all-zero row: reaches nothing
+        last_in_column = n - 1 - nonzero[::-1].argmax(0)
+        farthest = np.maximum(np.where(nonzero.any(1), last_in_row, 0), np.where(nonzero.any(0), last_in_column, 0))
+        reach = np.maximum.accumulate(farthest)
+        return [True, *(reach[:-1] < np.arange(1, n)).tolist(), True]
 
     def is_block_diagonal(self, groups: int) -> bool:
         if self.diagonal or groups == 1:
             return True
-        size = self.channels // groups
-        mask = torch.block_diag(*[torch.ones(size, size, dtype=torch.bool)] * groups).to(self.a.device)
-        return bool((self.a[~mask] == 0).all())
+        size, cuts = self.channels // groups, self._cuts
+        return all(cuts[k] for k in range(size, self.channels, size))
+
+    def finest_blocks(self, groups: int) -> int:
+        """The most equal diagonal blocks of A, a multiple of ``groups`` (whose blocks hold A): the
+        block count that folds with the fewest multiply-adds."""
+        cuts = self._cuts
+        if not any(cuts[1:-1]):  # one dense block (per group: the caller checked those)
+            return groups
+        per_group = self.channels // groups
+        counts = {groups * e for i in range(1, math.isqrt(per_group) + 1) if per_group % i == 0
+                  for e in (i, per_group // i)}
+        return next(d for d in sorted(counts, reverse=True) if self.is_block_diagonal(d))
 
     def finest_groups(self, groups: int) -> int:
         """The largest divisor G' of ``groups`` whose blocks hold A: the least-dense exact grouping."""
@@ -85,8 +129,8 @@ class ChannelMap:
         size = self.channels // groups
         if self.diagonal:
             return torch.diag_embed(self.a.reshape(groups, size))
-        idx = torch.arange(groups, device=self.a.device)
-        return self.a.reshape(groups, size, groups, size)[idx, :, idx, :]
+        a = self.a.contiguous()  # block g starts at row and column g * size: a strided view of them
+        return a.as_strided((groups, size, size), (size * self.channels + size, self.channels, 1))
 
     def shift(self) -> torch.Tensor | None:
         """nu = -A^{-1} c, so that ``A x + c == A (x - nu)``; None when A is singular."""
@@ -160,8 +204,9 @@ def fold_backward(k: torch.Tensor, bias: torch.Tensor | None, m: ChannelMap) -> 
     if m.diagonal:
         k_new = k * m.a.reshape(groups, -1, 1, *extra)
         b_new = m.a * b + m.c
-    else:
-        k_new = torch.einsum("gop,gp...->go...", m.blocks(groups), k)
+    else:  # per block of A (finer than the groups when A allows and the product is worth the search)
+        blocks = m.finest_blocks(groups) if k.numel() * m.channels // groups >= BLOCK_SEARCH else groups
+        k_new = (m.blocks(blocks) @ k.reshape(blocks, m.channels // blocks, -1)).reshape(k.shape)
         b_new = m.a @ b + m.c
     return k_new, b_new
 
@@ -183,7 +228,11 @@ def scale_inputs(k: torch.Tensor, m: ChannelMap) -> torch.Tensor:
     extra = [1] * (k.dim() - 3)
     if m.diagonal:
         return k * m.a.reshape(groups, 1, -1, *extra)
-    return torch.einsum("goi...,gic->goc...", k, m.blocks(groups))
+    blocks = m.finest_blocks(groups) if k.numel() * m.channels // groups >= BLOCK_SEARCH else groups  # as fold_backward
+    size = m.channels // blocks
+    per_group = k.reshape(groups, k.shape[1], blocks // groups, size, *k.shape[3:])
+    a = m.blocks(blocks).reshape(groups, blocks // groups, size, size)
+    return torch.einsum("gobi...,gbic->gobc...", per_group, a).reshape(k.shape)
 
 
 def cast(t: torch.Tensor, dtype: torch.dtype, what: str = "a folded value") -> tuple[torch.Tensor, str | None]:

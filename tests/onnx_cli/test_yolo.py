@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,10 @@ def test_run_folds_through_the_onnx_front_end_and_passes(yolo_run):
     assert report["op_counts"]["folded"]["Conv"] == report["op_counts"]["unfolded"]["Conv"]
     bn_nodes = {n.name for n in onnx.load(str(out / "model.unfolded.onnx")).graph.node
                 if n.op_type == "BatchNormalization"}
-    assert {f["norm"] for f in fold["folded"]} >= bn_nodes and len(bn_nodes) == norms
+    # each norm by its module path (recorded by the dynamo exporter) and its node in the unfolded file
+    named = [re.fullmatch(r"(model\.\S+) \((\S+)\)", f["norm"]) for f in fold["folded"]]
+    assert all(named), [f["norm"] for f in fold["folded"]]
+    assert {m.group(2) for m in named} >= bn_nodes and len(bn_nodes) == norms
     checks = report["verify"]["checks"]
     assert report["verify"]["ok"]
     assert {(c["run"], c["batch"]) for c in checks} == {(r, b) for r in ("original_fp32", "onnx_cpu") for b in (1, 3)}

@@ -25,7 +25,6 @@ folded graph can be compared with the original tensor by tensor.
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 import torch
 
@@ -38,7 +37,6 @@ from .shapes import Shapes
 from .sites import Finder, NormSite
 
 TORCH_DTYPES = {ir.DataType.FLOAT: torch.float32, ir.DataType.FLOAT16: torch.float16, ir.DataType.DOUBLE: torch.float64}
-NUMPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64}
 SHAPE_READERS = ("Shape", "Size")
 
 
@@ -52,6 +50,7 @@ class OnnxPass:
         self.why_back: dict[int, str] = {}
         self.why_fwd: dict[int, str] = {}
         self.done: set[int] = set()
+        self.composed: dict[tuple[int, ...], AxisMap | None] = {}
         self.regions_folded = 0
 
     # ---- chains ------------------------------------------------------------------------------
@@ -127,8 +126,8 @@ class OnnxPass:
         inverse): exact without any layer, whatever else reads the tensors around it."""
         if not all(s.map.map.diagonal for s in sites):  # a matrix and its inverse: not worth the search
             return False
-        m = _compose(sites)
-        if m is None or bool((m.map.a != 1).any()) or bool(m.map.c.any()):
+        m = self._compose(sites)
+        if m is None or bool(m.map.c.any()) or bool((m.map.a != 1).any()):  # c first: a norm's is rarely 0
             return False
         tail, source = sites[-1].output, sites[0].input
         if tail.is_graph_output():
@@ -150,20 +149,15 @@ class OnnxPass:
         readers = users(value)
         if value.is_graph_output() or readers != [sites[0].nodes[0]]:
             return f"the output of {label(producer)} also feeds {describe_users(value)}"
-        layer = self._layer(producer, value.name)
-        if isinstance(layer, str):
-            return layer
-        rewrite = self._rewrite(rule, layer, sites)
-        if isinstance(rewrite, str):
-            return rewrite
-        tensors = self._tensors(layer, rewrite)
-        if isinstance(tensors, str):
-            return tensors
+        got = self._folded(rule, producer, value.name, sites)
+        if isinstance(got, str):
+            return got
+        layer, rewrite, tensors = got
         tail = sites[-1].output
         node = self._install(layer, rewrite, tensors)
         out = node.outputs[0]
         if tensors.get("bias_after") is not None:
-            out.name = self._fresh(f"{label(node)}_out")
+            out.name = self.fresh(f"{label(node)}_out")
             out = self._add_after(node, tensors["bias_after"])
         tail.replace_all_uses_with(out, replace_graph_outputs=True)
         self.graph.remove([n for s in sites for n in s.nodes], safe=True)
@@ -187,15 +181,10 @@ class OnnxPass:
             return f"its output feeds {label(consumer)} ({consumer.op_type}), not a Conv/Gemm/MatMul"
         if consumer.inputs[0] is not tail:
             return f"its output is not the data input of {label(consumer)}"
-        layer = self._layer(consumer, tail.name)
-        if isinstance(layer, str):
-            return layer
-        rewrite = self._rewrite(rule, layer, sites)
-        if isinstance(rewrite, str):
-            return rewrite
-        tensors = self._tensors(layer, rewrite)
-        if isinstance(tensors, str):
-            return tensors
+        got = self._folded(rule, consumer, tail.name, sites)
+        if isinstance(got, str):
+            return got
+        layer, rewrite, tensors = got
         source = sites[0].input
         if rewrite.shift is not None:
             rank = layer.weight.dim()  # a Conv's input has the rank of its weight
@@ -203,8 +192,8 @@ class OnnxPass:
             if why is not None:
                 return why
             sub = ir.node("Sub", [source, self._initializer(f"{label(consumer)}_shift", nu)],
-                          name=self._fresh(f"{label(consumer)}_shift"))
-            sub.outputs[0].name = self._fresh(f"{label(consumer)}_shifted")
+                          name=self.fresh(f"{label(consumer)}_shift"))
+            sub.outputs[0].name = self.fresh(f"{label(consumer)}_shifted")
             self.graph.insert_before(consumer, sub)
             data = sub.outputs[0]
         else:
@@ -234,12 +223,12 @@ class OnnxPass:
                 value, why = cast(merged, TORCH_DTYPES[add.inputs[k_index].dtype], "the merged bias")
                 if why is None:
                     add.replace_input_with(k_index, self._initializer(f"{add.inputs[k_index].name}_folded", value))
-                    out.name = self._fresh(f"{label(node)}_out")
+                    out.name = self.fresh(f"{label(node)}_out")
                     return
         name = out.name
         readers = [(u.node, u.idx) for u in out.uses()]
         outputs = [i for i, v in enumerate(self.graph.outputs) if v is out]
-        out.name = self._fresh(f"{label(node)}_out")
+        out.name = self.fresh(f"{label(node)}_out")
         added = self._add_after(node, bias)
         for reader, index in readers:
             reader.replace_input_with(index, added)
@@ -249,6 +238,18 @@ class OnnxPass:
         added.name = name
 
     # ---- layers and tensors ------------------------------------------------------------------
+    def _folded(self, rule, node: ir.Node, value_name: str, sites: list[NormSite]) -> tuple[Layer, Rewrite, dict] | str:
+        """The layer ``node`` as the rule sees it (``value_name``: the tensor between it and the
+        chain), the rule's rewrite and its tensors cast to the layer's dtype; or the first reason not."""
+        layer = self._layer(node, value_name)
+        if isinstance(layer, str):
+            return layer
+        rewrite = self._rewrite(rule, layer, sites)
+        if isinstance(rewrite, str):
+            return rewrite
+        tensors = self._tensors(layer, rewrite)
+        return tensors if isinstance(tensors, str) else (layer, rewrite, tensors)
+
     def _layer(self, node: ir.Node, value_name: str) -> Layer | str:
         why = unknown_version(node, op_version(node, self.opsets), self.opset)
         if why is not None:
@@ -273,8 +274,15 @@ class OnnxPass:
         bias = float64(bias_value) if bias_value is not None else None
         return Layer(node, label(node), weight, bias, self.shapes.of(value_name))
 
+    def _compose(self, sites: list[NormSite]) -> AxisMap | None:
+        """The chain's map, composed once (the identity test and each rule ask for it)."""
+        key = tuple(map(id, sites))
+        if key not in self.composed:
+            self.composed[key] = _compose(sites)
+        return self.composed[key]
+
     def _rewrite(self, rule, layer: Layer, sites: list[NormSite]) -> Rewrite | str:
-        m = _compose(sites)
+        m = self._compose(sites)
         if m is None:
             return "the chain's maps act on different axes"
         site = Site(layer, m, self.densify)
@@ -322,19 +330,19 @@ class OnnxPass:
 
     def _add_after(self, node: ir.Node, bias: torch.Tensor) -> ir.Value:
         add = ir.node("Add", [node.outputs[0], self._initializer(f"{label(node)}_bias", bias)],
-                      name=self._fresh(f"{label(node)}_bias_add"))
+                      name=self.fresh(f"{label(node)}_bias_add"))
         self.graph.insert_after(node, add)
         return add.outputs[0]
 
     def _initializer(self, base: str, t: torch.Tensor) -> ir.Value:
-        name = self._fresh(base)
-        # a TensorProtoTensor serializes by one CopyFrom (ir.Tensor goes through protocol checks)
-        proto = onnx.numpy_helper.from_array(t.numpy().astype(NUMPY_DTYPES[t.dtype]), name)
-        value = ir.Value(name=name, const_value=ir.serde.TensorProtoTensor(proto))
+        name = self.fresh(base)
+        # the cast tensor's own memory (nothing writes it after the cast), copied once when serialized
+        value = ir.Value(name=name, const_value=ir.Tensor(t.numpy(), name=name))
         self.graph.register_initializer(value)
         return value
 
-    def _fresh(self, base: str) -> str:
+    def fresh(self, base: str) -> str:
+        """A tensor or node name the graph does not use yet, from ``base``."""
         name, k = base, 1
         while name in self.names:
             name, k = f"{base}_{k}", k + 1

@@ -1,17 +1,43 @@
 """What every part of the ONNX pass asks of an onnx-ir graph: constants, names, uses, op versions."""
 from __future__ import annotations
 
+import ast
+import functools
+
 import numpy as np
 import onnx
 import onnx_ir as ir
 import torch
 
 ONNX_DOMAINS = ("", "ai.onnx")
+NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 
 
 def label(node: ir.Node) -> str:
     """The node's name; an unnamed node by its op and first output tensor."""
     return node.name or f"{node.op_type}({node.outputs[0].name if node.outputs else ''})"
+
+
+def module_path(node: ir.Node) -> str | None:
+    """The PyTorch module a node was exported from, as the dynamo exporter records it (metadata
+    ``pkg.torch.onnx.name_scopes``: the module path's prefixes, then the op); None without it or
+    for an op of the model's own forward."""
+    scopes = node.metadata_props.get(NAME_SCOPES)
+    if not scopes:
+        return None
+    try:
+        names = ast.literal_eval(scopes)
+    except (ValueError, SyntaxError):
+        return None
+    return names[-2] if isinstance(names, list) and len(names) >= 2 and isinstance(names[-2], str) and names[-2] else None
+
+
+def named(nodes) -> str:
+    """Nodes as the report names them: their names joined by ",", after the modules they were
+    exported from where the file records those ("features.0.1 (node_batch_norm_3)")."""
+    labels = ",".join(label(n) for n in nodes)
+    paths = list(dict.fromkeys(p for p in map(module_path, nodes) if p))
+    return f"{','.join(paths)} ({labels})" if paths else labels
 
 
 def is_constant(value: ir.Value | None) -> bool:
@@ -26,7 +52,7 @@ def constant(value: ir.Value | None) -> np.ndarray | None:
 
 def float64(value: ir.Value) -> torch.Tensor:
     """A constant as a float64 tensor (the caller checked it is one)."""
-    return torch.from_numpy(np.asarray(constant(value), dtype=np.float64).copy())
+    return torch.from_numpy(constant(value).astype(np.float64))  # a new, writable array
 
 
 def users(value: ir.Value) -> list[ir.Node]:
@@ -59,10 +85,13 @@ def op_version(node: ir.Node, opsets: dict[str, int]) -> int | None:
     if node.domain not in ONNX_DOMAINS:
         return None
     opset = opsets.get("", opsets.get("ai.onnx"))
-    if opset is None:
-        return None
+    return None if opset is None else _since_version(node.op_type, opset)
+
+
+@functools.lru_cache(maxsize=1024)
+def _since_version(op_type: str, opset: int) -> int | None:
     try:
-        return onnx.defs.get_schema(node.op_type, opset, "").since_version
+        return onnx.defs.get_schema(op_type, opset, "").since_version
     except Exception:  # onnx.defs.SchemaError: no such op at this opset
         return None
 
@@ -97,3 +126,20 @@ def unknown_version(node: ir.Node, version: int | None, opset: int | None) -> st
     known = ", ".join(map(str, sorted(KNOWN_VERSIONS.get(node.op_type, ()))))
     return (f"{label(node)} is {node.op_type}-{version} (opset {opset}), a version of the op this pass does not know "
             f"(it knows {node.op_type}-{{{known}}})")
+
+
+def sweep(graph: ir.Graph) -> None:
+    """Drop what nothing reads: nodes whose outputs feed no node and no graph output (last
+    first, so a dead chain goes in one sweep), then such initializers. What the fold leaves
+    behind: a folded norm's parameters, a layer's old weight, a shape computation made constant.
+
+    onnx-ir's RemoveUnusedNodesPass does this too, and more (it also trims optional outputs,
+    looking up every node's schema): a tenth of the fold's time on a 150-node model.
+    """
+    outputs = frozenset(graph.outputs)
+    for node in reversed(graph):
+        if not any(o in outputs or o.uses() for o in node.outputs):
+            graph.remove(node, safe=True)
+    for name, value in list(graph.initializers.items()):
+        if not value.uses() and value not in outputs and not value.is_graph_input():
+            del graph.initializers[name]

@@ -19,10 +19,7 @@ def apply(op: str, x: np.ndarray, args: list, attrs: dict, version: int | None) 
     if op == "Identity":
         return x
     if op == "Reshape":
-        target = [int(d) for d in args[0]]
-        if not attrs.get("allowzero", 0):
-            target = [x.shape[i] if d == 0 else d for i, d in enumerate(target)]
-        return x.reshape(target)
+        return x.reshape(reshaped(x.shape, args[0], attrs.get("allowzero", 0)))
     if op == "Transpose":
         return np.transpose(x, attrs.get("perm"))  # None: reversed, as in ONNX
     if op == "Flatten":
@@ -40,3 +37,17 @@ def apply(op: str, x: np.ndarray, args: list, attrs: dict, version: int | None) 
             x = np.expand_dims(x, a)
         return x
     raise ValueError(f"{op} is not a layout op")
+
+
+def reshaped(shape: tuple[int, ...], target, allowzero: int = 0) -> tuple[int, ...]:
+    """The output shape of ``Reshape(x of shape, target)``: a 0 copies the input's dim at that
+    index (unless ``allowzero``), one -1 takes what is left. ValueError when it does not fit."""
+    dims = [int(d) for d in np.asarray(target).reshape(-1)]
+    if not allowzero:
+        dims = [shape[i] if d == 0 and i < len(shape) else d for i, d in enumerate(dims)]
+    size, known = math.prod(shape), math.prod(d for d in dims if d != -1)
+    if dims.count(-1) == 1 and known > 0 and size % known == 0:
+        dims[dims.index(-1)] = size // known
+    if any(d < 0 for d in dims) or math.prod(dims) != size:
+        raise ValueError(f"cannot reshape {list(shape)} to {[int(d) for d in np.asarray(target).reshape(-1)]}")
+    return tuple(dims)

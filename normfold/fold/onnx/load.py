@@ -53,10 +53,7 @@ def read(model: onnx.ModelProto | str | os.PathLike) -> Source:
     """The file or proto, checked: a FoldError naming it when the pass cannot take it."""
     if isinstance(model, onnx.ModelProto):
         label = f"the ONNX model (graph {model.graph.name!r})"
-        size = _size(model)
-        if size > MAX_BYTES:
-            raise FoldError(f"{label} is {size / 2**30:.2f} GB, beyond protobuf's 2 GB limit")
-        proto = model
+        proto, size = model, None
     else:
         path = Path(model)
         label = str(path)
@@ -71,16 +68,30 @@ def read(model: onnx.ModelProto | str | os.PathLike) -> Source:
             proto = onnx.load(path, load_external_data=False)
         except Exception as exc:
             raise FoldError(f"{label} is not an ONNX file ({type(exc).__name__}: {error_line(exc)})") from None
-    _check_external(proto, label)
-    working = onnx.ModelProto()
-    working.CopyFrom(proto)  # onnx-ir wraps the copy's tensors; the caller's proto stays untouched
-    working.graph.ClearField("value_info")  # the pass has its own shapes; see keep_value_info
-    _lift_constant_protos(working)
-    _fold_simple_protos(working)
+    tensors, lists = _stored(proto.graph)
+    if size is None:
+        size = _size(proto, tensors, lists)
+        if size > MAX_BYTES:
+            raise FoldError(f"{label} is {size / 2**30:.2f} GB, beyond protobuf's 2 GB limit")
+    _check_external(proto, tensors, label)
+    working = _working(proto)
     return Source(proto, label, working, _validated(working, label))
 
 
-def _size(proto: onnx.ModelProto) -> int:
+def _stored(graph: onnx.GraphProto) -> tuple[list[tuple[str, onnx.TensorProto]], int]:
+    """Every tensor the main graph stores (initializers, tensor attributes), with the name a message
+    gives it, and the count of numbers in attribute lists: one pass over the nodes."""
+    tensors = [(t.name, t) for t in graph.initializer]
+    lists = 0
+    for node in graph.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                tensors.append((a.t.name or node.name, a.t))
+            lists += len(a.ints) + len(a.floats)
+    return tensors, lists
+
+
+def _size(proto: onnx.ModelProto, tensors, lists: int) -> int:
     """The serialized size, or a bound far below 2 GB when the weights are clearly small.
 
     upb computes ``ByteSize`` by encoding the whole message (milliseconds per
@@ -88,29 +99,92 @@ def _size(proto: onnx.ModelProto) -> int:
     varint int64) bounds every numeric tensor without touching its data.
     """
     g = proto.graph
-    tensors = list(g.initializer)
-    tensors += [a.t for n in g.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
-    if any(t.data_type == onnx.TensorProto.STRING for t in tensors) or proto.functions or len(g.node) > 100_000:
+    if any(t.data_type == onnx.TensorProto.STRING for _, t in tensors) or proto.functions or len(g.node) > 100_000:
         return proto.ByteSize()
-    lists = sum(len(a.ints) + len(a.floats) for n in g.node for a in n.attribute)
     records = len(g.node) + len(g.input) + len(g.output) + len(g.value_info) + len(tensors)
-    bound = 10 * (sum(math.prod(t.dims) for t in tensors) + lists) + 4096 * records
+    bound = 10 * (sum(math.prod(t.dims) for _, t in tensors) + lists) + 4096 * records
     return proto.ByteSize() if bound > MAX_BYTES // 2 else bound
 
 
-def _check_external(proto: onnx.ModelProto, label: str) -> None:
+def _check_external(proto: onnx.ModelProto, tensors, label: str) -> None:
     if not proto.HasField("graph") or not proto.opset_import or proto.ir_version <= 0:
         raise FoldError(f"{label} is not an ONNX model (no graph, opset or IR version)")
-    external = [t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
-    external += [
-        a.t.name or n.name for n in proto.graph.node for a in n.attribute
-        if a.type == onnx.AttributeProto.TENSOR and a.t.data_location == onnx.TensorProto.EXTERNAL
-    ]
+    external = [name for name, t in tensors if t.data_location == onnx.TensorProto.EXTERNAL]
     if external:
         raise FoldError(
             f"{label} keeps {len(external)} tensor(s) in external data files (first: {external[0]!r}); "
             "the fold takes a self-contained model (onnx.load it with its data and pass the proto, or re-save it)"
         )
+
+
+def _working(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The copy onnx-ir reads (the caller's proto stays untouched): every main-graph ``Constant``
+    node holding a tensor becomes an initializer named as its output, every node of ``_SIMPLE``
+    reading only stored tensors becomes the initializer it computes, and ``value_info`` is left
+    out (the pass has its own shapes; see keep_value_info).
+
+    Exporters such as paddle2onnx write every weight as a Constant node (half the nodes of
+    PaddleOCR's files), and each node costs onnx-ir far more to read, fold and write than an
+    initializer. IR < 4 lists initializers as graph inputs: its nodes are copied as they are.
+    """
+    source = proto.graph
+    keep, made = _lifted(source, proto) if proto.ir_version >= 4 else (None, [])
+    out = onnx.ModelProto()
+    if not made:  # nothing to lift: one copy in C
+        out.CopyFrom(proto)
+        out.graph.ClearField("value_info")
+        return out
+    _copy_fields(proto, out, skip=("graph",))
+    _copy_fields(source, out.graph, skip=("node", "value_info"))
+    for item in made:  # copied once, into place
+        if isinstance(item, onnx.NodeProto):
+            tensor = out.graph.initializer.add()
+            tensor.CopyFrom(item.attribute[0].t)
+            tensor.name = item.output[0]
+        else:
+            out.graph.initializer.append(item)
+    out.graph.node.extend(keep)
+    return out
+
+
+def _lifted(source: onnx.GraphProto, proto: onnx.ModelProto) -> tuple[list[onnx.NodeProto], list]:
+    """(the nodes that stay, the initializers made of the others: a Constant node, whose tensor is
+    copied into place, or the tensor a node computes), in one pass over the nodes."""
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    outputs = {o.name for o in source.output}
+    stored = {t.name: t for t in source.initializer}
+    keep, made = [], []
+    for node in source.node:
+        op, tensor = node.op_type, None
+        if op == "Constant" or op in _SIMPLE:
+            if node.domain not in ("", "ai.onnx") or len(node.output) != 1 or node.output[0] in outputs:
+                pass
+            elif op == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+                stored[node.output[0]] = node.attribute[0].t
+                made.append(node)
+                continue
+            elif op != "Constant" and (ins := [i for i in node.input if i]) and all(i in stored for i in ins):
+                value = _evaluate(node, [numpy_helper.to_array(stored[i]) for i in node.input if i], opset)
+                tensor = None if value is None else numpy_helper.from_array(value, node.output[0])
+        if tensor is None:
+            keep.append(node)
+        else:
+            stored[tensor.name] = tensor
+            made.append(tensor)
+    return keep, made
+
+
+def _copy_fields(source, target, skip: tuple[str, ...]) -> None:
+    """Every field ``source`` sets, but those in ``skip``, copied into ``target``."""
+    for field, value in source.ListFields():
+        if field.name in skip:
+            continue
+        if field.is_repeated:
+            getattr(target, field.name).extend(value)
+        elif field.type == field.TYPE_MESSAGE:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
 
 
 def _validated(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
@@ -141,7 +215,11 @@ def skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
         if math.prod(t.dims) <= SMALL:
             g.initializer.append(t)
         elif t.name not in declared:
-            g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+            tensor_type = g.input.add(name=t.name).type.tensor_type
+            tensor_type.elem_type = t.data_type
+            dims = tensor_type.shape.dim
+            for d in t.dims:
+                dims.add().dim_value = d
     return out
 
 
@@ -173,32 +251,6 @@ def _annotate(graph: ir.Graph, shapes: Shapes) -> None:
             elem = shapes.types.get(value.name)
             if elem and value.type is None:
                 value.type = ir.TensorType(ir.DataType(elem))
-
-
-def _lift_constant_protos(model: onnx.ModelProto) -> None:
-    """Each main-graph ``Constant`` node holding a tensor -> an initializer named as its output.
-
-    Done on the proto before onnx-ir reads it: exporters such as paddle2onnx
-    write every weight as a Constant node (half the nodes of PaddleOCR's
-    files), and each node costs onnx-ir far more to read, fold and write than
-    an initializer. IR < 4 lists initializers as graph inputs: left as they are.
-    """
-    g = model.graph
-    if model.ir_version < 4:
-        return
-    outputs = {o.name for o in g.output}
-    keep = []
-    for node in g.node:
-        if (node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1
-                and node.attribute[0].name == "value" and node.output[0] not in outputs):
-            tensor = g.initializer.add()
-            tensor.CopyFrom(node.attribute[0].t)
-            tensor.name = node.output[0]
-        else:
-            keep.append(node)
-    if len(keep) != len(g.node):
-        del g.node[:]
-        g.node.extend(keep)
 
 
 def _lift_constants(graph: ir.Graph) -> None:
@@ -237,33 +289,8 @@ def _foldable(graph: onnx.GraphProto, declared: Callable[[], Shapes]) -> bool:
 
 
 # ops on stored tensors that are exact in numpy and common in exported graphs (a bias reshaped
-# for broadcasting, a cast): folded on the proto, which spares the general folder most files
+# for broadcasting, a cast): folded on the proto (_working), which spares the general folder most files
 _SIMPLE = ("Cast", *layout.OPS)
-
-
-def _fold_simple_protos(model: onnx.ModelProto) -> None:
-    """Each main-graph node of ``_SIMPLE`` reading only initializers -> an initializer of its output."""
-    g = model.graph
-    if model.ir_version < 4:
-        return
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    outputs = {o.name for o in g.output}
-    consts = {t.name: t for t in g.initializer}
-    keep = []
-    for node in g.node:
-        ins = [i for i in node.input if i]
-        if (node.op_type in _SIMPLE and node.domain in ("", "ai.onnx") and ins and all(i in consts for i in ins)
-                and len(node.output) == 1 and node.output[0] not in outputs):
-            value = _evaluate(node, [numpy_helper.to_array(consts[i]) for i in node.input if i], opset)
-            if value is not None:
-                t = numpy_helper.from_array(value, node.output[0])
-                g.initializer.append(t)
-                consts[t.name] = t
-                continue
-        keep.append(node)
-    if len(keep) != len(g.node):
-        del g.node[:]
-        g.node.extend(keep)
 
 
 def _evaluate(node: onnx.NodeProto, args: list[np.ndarray], opset: int) -> np.ndarray | None:
@@ -276,7 +303,10 @@ def _evaluate(node: onnx.NodeProto, args: list[np.ndarray], opset: int) -> np.nd
     if node.op_type == "Unsqueeze" and opset < 13 and "axes" not in attrs:
         return None
     version = 13 if opset >= 13 else 1  # Squeeze/Unsqueeze: axes an input from 13 (the others ignore it)
-    return layout.apply(node.op_type, args[0], args[1:], attrs, version)
+    try:
+        return layout.apply(node.op_type, args[0], args[1:], attrs, version)
+    except ValueError:  # a shape that does not fit: left to the checker and shape inference to name
+        return None
 
 
 _NUMERIC = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8,

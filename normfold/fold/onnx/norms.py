@@ -43,23 +43,20 @@ def batchnorm(node: ir.Node, version: int, shapes: Shapes) -> AxisMap | str:
         if k is None:
             what = "a graph input" if value is not None and value.is_graph_input() else "computed in the graph"
             return f"its {name} ({value.name if value is not None else 'missing'}) is {what}, not a stored constant"
-        params.append(np.asarray(k, dtype=np.float64).reshape(-1) if k.ndim <= 1 else None)
-    if any(p is None for p in params) or len({p.shape for p in params}) != 1:
+        params.append(k)
+    if any(k.ndim > 1 for k in params) or len({k.size for k in params}) != 1:
         return "its scale, B, mean and var are not all vectors of one length"
-    channels = params[0].shape[0]
-    x = node.inputs[0].name
-    shape = shapes.of(x)
+    scale, bias, mean, var = np.array([k.reshape(-1) for k in params], dtype=np.float64)  # one (4, C) copy
+    channels = scale.shape[0]
+    shape = shapes.of(node.inputs[0].name)
     if shape is not None and (len(shape) < 2 or (isinstance(shape[1], int) and shape[1] != channels)):
         return f"its input has shape {list(shape)}, which does not have {channels} channels on axis 1"
-    scale, bias, mean, var = params
-    eps = float(np.float32(attr(node, "epsilon", 1e-5)))
-    denom = var + eps
-    bad = np.flatnonzero(~(denom > 0) | ~np.isfinite(denom))
-    if len(bad):
-        i = int(bad[0])
+    denom = var + float(np.float32(attr(node, "epsilon", 1e-5)))
+    if not (np.isfinite(denom) & (denom > 0)).all():
+        i = int(np.flatnonzero(~(denom > 0) | ~np.isfinite(denom))[0])
         return f"input_var + epsilon is {float(denom[i]):.4g} at channel {i}: not a positive finite variance"
     a = scale / np.sqrt(denom)
-    return AxisMap(ChannelMap.of(torch.from_numpy(a), torch.from_numpy(bias - a * mean)), 1)
+    return AxisMap(ChannelMap(torch.from_numpy(a), torch.from_numpy(bias - a * mean)), 1)  # float64 (C,): as .of would make
 
 
 def elementwise(node: ir.Node, data: int, shapes: Shapes) -> AxisMap | str:
@@ -94,7 +91,7 @@ def elementwise(node: ir.Node, data: int, shapes: Shapes) -> AxisMap | str:
     if not np.isfinite(a).all():
         i = int(np.flatnonzero(~np.isfinite(a))[0])
         return f"it divides by {float(values[i]):.4g} (element {i} of its constant)"
-    return AxisMap(ChannelMap.of(torch.from_numpy(a), torch.from_numpy(c)), varying[0] if varying else None)
+    return AxisMap(ChannelMap(torch.from_numpy(a), torch.from_numpy(c)), varying[0] if varying else None)  # float64 (C,)
 
 
 def _affine(op: str, data: int, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from . import norms, region
-from .graph import ONNX_DOMAINS, is_constant, label, op_version, sole_user, unknown_version
+from .graph import ONNX_DOMAINS, is_constant, label, named, op_version, sole_user, unknown_version
 from .maps import AxisMap
 from .region import ELEMENTWISE_OPS, LAYOUT_OPS
 from .shapes import Shapes
@@ -45,7 +45,7 @@ class NormSite:
 
     @property
     def name(self) -> str:
-        return ",".join(label(n) for n in self.nodes)
+        return named(self.nodes)
 
     @property
     def norm_like(self) -> bool:
@@ -58,12 +58,7 @@ class Finder:
     def __init__(self, graph: ir.Graph, shapes: Shapes, opsets: dict[str, int]):
         self.graph, self.shapes = graph, shapes
         self.opset = opsets.get("", opsets.get("ai.onnx"))
-        known: dict[tuple[str, str], int | None] = {}
-        for n in graph:
-            key = (n.domain, n.op_type)
-            if key not in known:
-                known[key] = op_version(n, opsets)
-        self.versions = {n: known[(n.domain, n.op_type)] for n in graph}
+        self.versions = {n: op_version(n, opsets) for n in graph}
 
     def runs(self) -> list[list[NormSite | None]]:
         """Each run as its sites in order, ``None`` where a node breaks the sequence."""

@@ -16,6 +16,7 @@ import onnx_ir as ir
 import torch
 
 from ...algebra import ChannelMap
+from ...grouping import groups_for
 from ..maps import AxisMap
 
 
@@ -91,14 +92,6 @@ def channel_map(site: Site, channels: int, what: str) -> ChannelMap | str:
 
 
 def grouping(site: Site, m: ChannelMap, groups: int, side: str) -> tuple[int, str | None]:
-    """(groups to use, why not): a map that mixes channels across the layer's groups needs fewer."""
-    if m.is_block_diagonal(groups):
-        return groups, None
-    finest = m.finest_groups(groups)
-    if site.densify:
-        return finest, None
-    return finest, (
-        f"its channel map mixes {side} channels across the {groups} groups of {site.layer.name}; "
-        f"the exact fold is a conv with {finest} group{'s' if finest > 1 else ''}, {groups // finest}x the MACs; "
-        "pass densify=True to allow it"
-    )
+    """(groups to use, why not): a map that mixes channels across the layer's groups needs fewer
+    (``grouping.groups_for``)."""
+    return groups_for(m, groups, site.layer.name, side, site.densify)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ...algebra import ChannelMap, cast, from_groups, to_groups
+from ...grouping import groups_for
 
 
 @dataclass(frozen=True)
@@ -100,26 +101,12 @@ def macs_per_sample(module: nn.Module, groups: int, in_shape, out_shape) -> int 
 
 
 def densify_reason(site: Site, side: str) -> tuple[int, str | None]:
-    """(groups to use, why not) when the map must stay within the layer's groups.
+    """(groups to use, why not) when the map must stay within the layer's groups (``grouping.groups_for``).
 
     ``side`` names the channels the map acts on ("output"/"input").
     """
-    groups = getattr(site.module, "groups", 1)
-    if site.map.is_block_diagonal(groups):
-        return groups, None
-    finest = site.map.finest_groups(groups)
-    if site.densify:
-        return finest, None
-    before = macs_per_sample(site.module, groups, site.in_shape, site.out_shape)
-    after = macs_per_sample(site.module, finest, site.in_shape, site.out_shape)
-    cost = f"{groups // finest}x the MACs"
-    if before is not None:
-        cost += f" ({before / 1e6:.3g}M -> {after / 1e6:.3g}M per sample)"
-    return finest, (
-        f"its channel map mixes {side} channels across the {groups} groups of {site.name}; "
-        f"the exact fold is a conv with {finest} group{'s' if finest > 1 else ''}, {cost}; "
-        "pass densify=True to allow it"
-    )
+    return groups_for(site.map, getattr(site.module, "groups", 1), site.name, side, site.densify,
+                      lambda g: macs_per_sample(site.module, g, site.in_shape, site.out_shape))
 
 
 def channel_mismatch(site: Site, channels: int, what: str) -> str | None:
