@@ -12,6 +12,7 @@ from normfold.verify import InputError, OnnxOracle, OracleError, TorchOracle, ve
 from normfold.verify.float64_graph import Float64Graph
 
 from ..conftest import run_onnx
+from ..onnx_cli._files import to_float16
 from . import _models
 
 
@@ -182,13 +183,7 @@ def test_bad_input_names_the_problem(files, tmp_path, case, error, message):
         onnx.save(_two_input_model(), str(folded))
         x = (x, x)
     else:
-        proto = onnx.load(str(original))
-        for init in proto.graph.initializer:
-            if init.data_type == TensorProto.FLOAT:
-                init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
-        for v in [*proto.graph.input, *proto.graph.output]:
-            v.type.tensor_type.elem_type = TensorProto.FLOAT16
-        del proto.graph.value_info[:]
+        proto = to_float16(onnx.load(str(original)))
         original = tmp_path / "fp16.onnx"
         onnx.save(proto, str(original))
     with pytest.raises(error) as info:

@@ -15,7 +15,7 @@ from typing import Callable
 import onnx_ir as ir
 import torch
 
-from ...algebra import ChannelMap
+from ...algebra import ChannelMap, from_groups, to_groups
 from ...grouping import groups_for
 from ..maps import AxisMap
 
@@ -89,6 +89,18 @@ def channel_map(site: Site, channels: int, what: str) -> ChannelMap | str:
     if m is None:
         return f"the norm has {site.map.map.channels} channels but {site.layer.name} has {channels} {what}"
     return m
+
+
+def feature_map(site: Site, axis: int, channels: int, what: str) -> ChannelMap | str:
+    """The map on the layer's feature ``axis`` (``channels`` of them), or why the norm does not act there."""
+    return axis_reason(site, axis, what) or channel_map(site, channels, what)
+
+
+def fold_matrix(fold: Callable, w: torch.Tensor, bias: torch.Tensor | None, m: ChannelMap) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W', b') for a plain (M, K) weight matrix, one group: ``fold`` is ``algebra.fold_backward``
+    (the map acts on W's rows, the outputs) or ``algebra.fold_forward`` (its columns, the inputs)."""
+    k, b = fold(to_groups(w, 1, transposed=False), bias, m)
+    return from_groups(k, transposed=False, linear=True), b
 
 
 def grouping(site: Site, m: ChannelMap, groups: int, side: str) -> tuple[int, str | None]:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from ...algebra import fold_backward, from_groups, to_groups
-from ._base import Layer, Rewrite, Rule, Site, axis_reason, channel_map
+from ...algebra import fold_backward
+from ._base import Layer, Rewrite, Rule, Site, channel_map, feature_map, fold_matrix
 
 
 def linear_weight(layer: Layer) -> torch.Tensor:
@@ -42,21 +42,15 @@ def bias_vector(layer: Layer, features: int) -> torch.Tensor | None | str:
 
 def check(site: Site) -> str | None:
     features = linear_weight(site.layer).shape[0]
-    why = axis_reason(site, 1, "output features")
-    if why is None:
-        m = channel_map(site, features, "output features")
-        why = m if isinstance(m, str) else None
-    if why is None:
-        b = bias_vector(site.layer, features)
-        why = b if isinstance(b, str) else None
-    return why
+    m = feature_map(site, 1, features, "output features")
+    b = m if isinstance(m, str) else bias_vector(site.layer, features)
+    return b if isinstance(b, str) else None
 
 
 def rewrite(site: Site) -> Rewrite | str:
     w = linear_weight(site.layer)
-    m = channel_map(site, w.shape[0], "output features")
-    k, b = fold_backward(to_groups(w, 1, transposed=False), bias_vector(site.layer, w.shape[0]), m)
-    w_new = from_groups(k, transposed=False, linear=True)
+    w_new, b = fold_matrix(fold_backward, w, bias_vector(site.layer, w.shape[0]),
+                           channel_map(site, w.shape[0], "output features"))
     return Rewrite(stored_weight(site.layer, w_new), b, {"alpha": 1.0, "beta": 1.0})
 
 

@@ -12,28 +12,24 @@ a higher-rank MatMul is that Add already: nothing to gain, so it is left.
 """
 from __future__ import annotations
 
-from ...algebra import fold_backward, from_groups, to_groups
-from ._base import Rewrite, Rule, Site, axis_reason, channel_map
+from ...algebra import fold_backward
+from ._base import Rewrite, Rule, Site, channel_map, feature_map, fold_matrix
 
 
 def check(site: Site) -> str | None:
-    w = site.layer.weight
-    why = axis_reason(site, -1, "output features")
-    if why is None:
-        m = channel_map(site, w.shape[1], "output features")
-        why = m if isinstance(m, str) else None
-    if why is None and site.layer.rank != 2 and m.diagonal and bool((m.a == 1).all()):
-        why = (f"it is {site.layer.name}'s bias already: a MatMul has no bias input and its rank-{site.layer.rank} "
-               "output cannot become a Gemm, so the Add would stay")
-    return why
+    m = feature_map(site, -1, site.layer.weight.shape[1], "output features")
+    if isinstance(m, str):
+        return m
+    if site.layer.rank != 2 and m.diagonal and bool((m.a == 1).all()):
+        return (f"it is {site.layer.name}'s bias already: a MatMul has no bias input and its rank-{site.layer.rank} "
+                "output cannot become a Gemm, so the Add would stay")
+    return None
 
 
 def rewrite(site: Site) -> Rewrite | str:
     w = site.layer.weight
-    m = channel_map(site, w.shape[1], "output features")
-    k, b = fold_backward(to_groups(w.T, 1, transposed=False), None, m)
-    w_new = from_groups(k, transposed=False, linear=True).T
-    return Rewrite(w_new, None, bias_after=b if bool(b.any()) else None)
+    w_new, b = fold_matrix(fold_backward, w.T, None, channel_map(site, w.shape[1], "output features"))
+    return Rewrite(w_new.T, None, bias_after=b if bool(b.any()) else None)
 
 
 RULE = Rule("matmul-backward", "backward", ("MatMul",), check, rewrite)

@@ -10,24 +10,19 @@ already follows the MatMul, or becomes a Gemm's C (rank 2), or one new Add.
 """
 from __future__ import annotations
 
-from ...algebra import fold_forward, from_groups, to_groups
-from ._base import Rewrite, Rule, Site, axis_reason, channel_map
+from ...algebra import fold_forward
+from ._base import Rewrite, Rule, Site, channel_map, feature_map, fold_matrix
 
 
 def check(site: Site) -> str | None:
-    why = axis_reason(site, -1, "input features")
-    if why is None:
-        m = channel_map(site, site.layer.weight.shape[0], "input features")
-        why = m if isinstance(m, str) else None
-    return why
+    m = feature_map(site, -1, site.layer.weight.shape[0], "input features")
+    return m if isinstance(m, str) else None
 
 
 def rewrite(site: Site) -> Rewrite | str:
     w = site.layer.weight
-    m = channel_map(site, w.shape[0], "input features")
-    k, b = fold_forward(to_groups(w.T, 1, transposed=False), None, m)
-    w_new = from_groups(k, transposed=False, linear=True).T
-    return Rewrite(w_new, None, bias_after=b if bool(b.any()) else None)
+    w_new, b = fold_matrix(fold_forward, w.T, None, channel_map(site, w.shape[0], "input features"))
+    return Rewrite(w_new.T, None, bias_after=b if bool(b.any()) else None)
 
 
 RULE = Rule("matmul-forward", "forward", ("MatMul",), check, rewrite)
