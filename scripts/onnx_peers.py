@@ -237,6 +237,12 @@ def markdown(results: list[dict], meta: dict) -> str:
               "Mul/Add in place, so their time is that of a pass that changes nothing; normfold's includes "
               "reading each region's grouped product off its ops and folding its C x C matrix (block by block) "
               "into each conv weight in float64.",
+              "- Where the work is the same (ppocr-cls, mobilenetv2-bn: batch norms into convs, the rest "
+              "left as it is), onnxsim's C++ is as fast as normfold or faster: normfold's fixed cost is Python "
+              "reading and writing the graph (on ppocr-cls, of about 35 ms: 6 ms checking and copying the file, "
+              "4 ms shape inference, 6 ms building the onnx-ir graph, 4 ms writing it; the folds 13 ms, "
+              "`/tmp`-free breakdown by timing each step of normfold.fold.onnx.api._fold). Where a file has "
+              "more to do than batch norms (ppocr-det/rec) normfold is the faster.",
               "- normfold pauses Python's cyclic garbage collector during the fold (the onnx-ir graph is "
               "thousands of linked objects); the time includes collecting that graph when the fold returns.",
               "- The trap: onnxslim folds the (16,) constant as a per-channel scale although it scales the "
