@@ -43,10 +43,13 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[Pa
     ``suffix`` matters to writers that pick a format from the file name
     (matplotlib's ``savefig``). Raises OSError if the directory cannot be written.
     """
-    target = Path(os.path.realpath(path))
-    if target.exists() and not target.is_file() and not target.is_dir():
-        yield target   # a device or a pipe: write to it, as open() does
+    given = Path(path)
+    if given.exists() and not given.is_file() and not given.is_dir():
+        # a device or a pipe: write to it, as open() does (by the name given: /dev/stdout on a pipe
+        # resolves to "/proc/N/fd/pipe:[...]", which no open() finds)
+        yield given
         return
+    target = Path(os.path.realpath(path))
     mode = file_mode(target)
     tmp = None
     try:

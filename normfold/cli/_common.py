@@ -169,6 +169,12 @@ def check_paths(outputs: Iterable[Output], inputs: Iterable[tuple[str, str | os.
 
 
 def _check_writable(out: Output, real: Path, probed: set[Path]) -> None:
+    # /dev/stdout, /dev/null, a FIFO: written in place (atomic_path does), nothing to create beside it;
+    # stat the path as given: a pipe behind /dev/stdout resolves to no name ("/proc/N/fd/pipe:[...]")
+    if out.path.exists() and not out.path.is_file() and not out.path.is_dir():
+        if not os.access(out.path, os.W_OK):
+            raise UsageError(f"{out.label} cannot be written: permission denied")
+        return
     parent = real.parent
     existing = next(p for p in (parent, *parent.parents) if p.exists())
     if not existing.is_dir():

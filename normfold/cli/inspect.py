@@ -75,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _torch_report(args):
     from normfold.export import ExportError, fold_graph, torch_fx, unfolded_graph
-    from normfold.fold import fold
+    from normfold.fold import FoldError, fold
 
     name, model, shape, x = model_and_input(args)
 
@@ -84,7 +84,10 @@ def _torch_report(args):
             warnings.simplefilter("ignore")
             return None, fold(model, x, densify=args.densify, clone_shared=args.clone_shared).report
 
-    (_, report), why, untraced = torch_fx(model, attempt)
+    try:
+        (_, report), why, untraced = torch_fx(model, attempt)
+    except FoldError as exc:
+        raise UsageError(str(exc)) from exc
     if why is not None:   # as normfold run would: the ONNX-graph pass on the unfolded export
         try:
             _, report = fold_graph(unfolded_graph(model, x), why, untraced, densify=args.densify)

@@ -46,7 +46,7 @@ from ..fold import FoldError, FoldReport, as_input_tuple, fold as fold_model, fo
 from ..fold.algebra import cast
 from ..fold.onnx.graph import NAME_SCOPES
 from ..fold.torch.examples import check_example_inputs
-from ..fold.torch.trace import describe
+from ..fold.torch.trace import UntraceableError, describe
 from ..nn.bake import bake_weights
 from .optimize import optimize as optimize_graph
 
@@ -135,8 +135,11 @@ class _Job:
         return self._convert(work, keep_norms=True)
 
     def folded(self, baseline: onnx.ModelProto | None = None) -> tuple[onnx.ModelProto, FoldReport]:
-        (work, report), why, untraced = torch_fx(
-            self.model, lambda: prepare(self.model, self.inputs, fold=True, dtype=self.dtype))
+        try:
+            (work, report), why, untraced = torch_fx(
+                self.model, lambda: prepare(self.model, self.inputs, fold=True, dtype=self.dtype))
+        except FoldError as exc:  # not a trace failure: the ONNX front end would meet it too
+            raise ExportError(str(exc)) from exc
         if why is None:
             return self._convert(work, keep_norms=False), report
         if self.dtype != torch.float32:
@@ -159,14 +162,15 @@ def torch_fx(model: nn.Module, attempt: Callable[[], tuple[Any, FoldReport | Non
     """Run ``attempt`` (a torch.fx fold of ``model`` returning (result, report)) and say whether it folded the model.
 
     Returns ``((result, report), None, report.untraced)``, or, where torch.fx
-    could not trace the model's own forward (FoldError, or ``""`` in
+    could not trace the model's own forward (UntraceableError, or ``""`` in
     ``report.untraced``), ``((None, None), why, untraced)``: the ONNX front end's turn.
+    Any other FoldError (the model fails on its example inputs, say) is the caller's.
     """
     prefix = f"torch.fx could not trace {type(model).__name__}.forward: "
     try:
         result, report = attempt()
-    except FoldError as exc:
-        return (None, None), str(exc), {"": str(exc).removeprefix(prefix)}
+    except UntraceableError as exc:
+        return (None, None), str(exc), {"": exc.call}
     untraced = dict(report.untraced) if report is not None else {}
     if "" not in untraced:
         return (result, report), None, untraced

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..export import prepare, torch_fx
-from ..fold import as_input_tuple
+from ..fold import FoldError, as_input_tuple
 from .inputs import InputError, batch_of
 from .localize import DEFAULT_BUDGET_BYTES, first_fold_site, first_onnx_node, first_shared_tensor
 from .metrics import ErrorStats
@@ -155,7 +155,11 @@ def folded_eager(oracle: Oracle, inputs, dtype, short: str):
     (torch.fx cannot trace the model's forward: the ONNX front end folds it, in the file only)."""
     if not isinstance(oracle, TorchOracle):
         return None, None, None
-    (folded, fold_report), why, _ = torch_fx(oracle.model, lambda: prepare(oracle.model, inputs, fold=True, dtype=dtype))
+    try:
+        (folded, fold_report), why, _ = torch_fx(oracle.model,
+                                                 lambda: prepare(oracle.model, inputs, fold=True, dtype=dtype))
+    except FoldError as exc:
+        return None, None, f"folded_{short}: not run, {exc}"
     return folded, fold_report, None if why is None else f"folded_{short}: not run, {why}"
 
 

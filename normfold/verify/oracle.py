@@ -35,7 +35,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
-from .float64_graph import Float64Graph
+from .._messages import typed_line
+from .float64_graph import Float64Graph, OracleError
 from .session import SessionError, open_session, run_session
 from .signature import read_onnx, signature_of
 
@@ -149,9 +150,17 @@ def cast_copy(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 
 def run_eager(work: nn.Module, inputs: tuple[torch.Tensor, ...], dtype: torch.dtype) -> list[np.ndarray]:
-    """``work``'s outputs (float64 arrays, flattened in pytree order) on ``inputs`` cast to ``dtype``."""
-    with torch.no_grad():
-        out = work(*(t.to(dtype) if t.is_floating_point() else t for t in inputs))
+    """``work``'s outputs (float64 arrays, flattened in pytree order) on ``inputs`` cast to ``dtype``.
+
+    An error in the model's own forward (at a batch size or input the first check did not try) is an
+    OracleError naming the model and the input shapes, not a traceback out of verify."""
+    try:
+        with torch.no_grad():
+            out = work(*(t.to(dtype) if t.is_floating_point() else t for t in inputs))
+    except Exception as exc:
+        shapes = ", ".join(str(list(t.shape)) for t in inputs)
+        raise OracleError(f"{type(work).__name__}.forward failed on inputs of shape {shapes} "
+                          f"in {str(dtype).removeprefix('torch.')}: {typed_line(exc)}") from exc
     return [t.detach().cpu().double().numpy() for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
 
 

@@ -341,11 +341,11 @@ def _batch_size(sig: OnnxSignature, dataset: Dataset, requested: int | None) -> 
 
 
 def _oracle_sizes(sig: OnnxSignature, m: int, requested) -> tuple[int, ...] | None:
-    if requested is not None:
-        return tuple(requested)
+    """The batch sizes the float64 oracle runs at: those requested (or the defaults) and, with a dynamic
+    batch, ``m``, so that every drawn sample is checked; None for a fixed batch: the file's own."""
     if not sig.dynamic_batch:
-        return None
-    return tuple(sorted({*DYNAMIC_BATCH_SIZES, m}))
+        return tuple(requested) if requested is not None else None
+    return tuple(sorted({*(requested if requested is not None else DYNAMIC_BATCH_SIZES), m}))
 
 
 def _padded(xs: tuple[np.ndarray, ...], sig: OnnxSignature) -> tuple[np.ndarray, ...]:

@@ -41,3 +41,22 @@ def test_json_through_a_symlink_replaces_the_target_and_keeps_the_link(tmp_path,
     assert [f["norm"] for f in json.loads((d / "reports" / "latest.json").read_text())["folded"]] == ["bn"]
     assert os.stat(d / "reports" / "latest.json").st_mode & 0o777 == 0o640
     assert sorted(p.name for p in (d / "reports").iterdir()) == ["latest.json"]
+
+
+def test_json_to_a_pipe_and_to_dev_null(tmp_path):
+    """--json /dev/stdout on a pipe (its real path, /proc/N/fd/pipe:[...], names no file) and /dev/null:
+    written in place, nothing created beside them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    d = workspace(tmp_path)
+    exe = str(Path(sys.executable).with_name("normfold"))
+    got = subprocess.run([exe, "inspect", str(d / "in.onnx"), "--json", "/dev/stdout"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert got.returncode == 0, got.stderr
+    report, _ = json.JSONDecoder().raw_decode(got.stdout)   # the report, then the human-readable lines
+    assert [(f["norm"], f["into"]) for f in report["folded"]] == [("bn", "conv")]
+    got = subprocess.run([exe, "inspect", str(d / "in.onnx"), "--json", "/dev/null"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert got.returncode == 0 and got.stderr == "", got.stderr

@@ -11,6 +11,7 @@ from torch import nn
 import normfold
 from normfold.export import ExportError, export_with_baseline, torch_fx
 from normfold.fold import FoldError, FoldReport
+from normfold.fold.torch.trace import UntraceableError
 
 from ..conftest import assert_equivalent_outputs, populate_stats, run_onnx
 
@@ -78,10 +79,10 @@ def test_baseline_path_must_differ(model, tmp_path):
     ("model itself untraced", "torch.fx could not trace Loops.forward: TraceError: at x.py:3"),
     ("a submodule untraced", None),
     ("fold error", "torch.fx could not trace Loops.forward: TraceError: boom"),
-], ids=["folded", "top-level-untraced", "submodule-untraced", "FoldError"])
+], ids=["folded", "top-level-untraced", "submodule-untraced", "UntraceableError"])
 def test_both_signals_hand_over_to_the_onnx_front_end(model, outcome, why):
     """Before and after fold() learned to fold traceable submodules of an untraceable model:
-    FoldError, or "" in report.untraced, hands over; an untraced submodule alone does not."""
+    UntraceableError, or "" in report.untraced, hands over; an untraced submodule alone does not."""
     reports = {
         "folded": FoldReport(),
         "model itself untraced": FoldReport(untraced={"": "TraceError: at x.py:3", "head": "TraceError: y"}),
@@ -90,7 +91,7 @@ def test_both_signals_hand_over_to_the_onnx_front_end(model, outcome, why):
 
     def attempt():
         if outcome == "fold error":
-            raise FoldError("torch.fx could not trace Loops.forward: TraceError: boom")
+            raise UntraceableError("torch.fx could not trace Loops.forward: TraceError: boom", "TraceError: boom")
         return "folded model", reports[outcome]
 
     (result, report), got_why, untraced = torch_fx(model, attempt)
@@ -99,3 +100,34 @@ def test_both_signals_hand_over_to_the_onnx_front_end(model, outcome, why):
         assert (result, report) == ("folded model", reports[outcome]) and untraced == reports[outcome].untraced
     else:
         assert result is None and report is None and untraced[""] == why.split(": ", 1)[1]
+
+
+def test_another_fold_error_is_not_taken_for_a_trace_failure(model):
+    def attempt():
+        raise FoldError("Loops fails on the example inputs: ValueError: no")
+
+    with pytest.raises(FoldError, match="fails on the example inputs"):
+        torch_fx(model, attempt)
+
+
+class _FailsOnOne(nn.Module):
+    """Untraceable (a branch on the batch size) and failing on a batch of one."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        if x.shape[0] == 1:
+            raise ValueError("needs a batch of 2")
+        return self.bn(self.conv(x))
+
+
+def test_a_model_failing_on_its_examples_is_one_error_without_an_export_attempt(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ExportError) as caught:
+            normfold.export(_FailsOnOne().eval(), torch.randn(1, 3, 8, 8), tmp_path / "m.onnx")
+    message = str(caught.value)
+    assert "_FailsOnOne fails on the example inputs: ValueError: needs a batch of 2" in message
+    assert "exporting it unfolded" not in message and not (tmp_path / "m.onnx").exists()

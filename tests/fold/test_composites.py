@@ -70,6 +70,24 @@ def test_norm_act_folds_its_norm_and_keeps_the_activation(case):
     assert_equivalent_outputs(model, run_eager(result.model, x), x)
 
 
+@pytest.mark.parametrize("case", ["bnact-relu", "frozen-bnact-relu6", "sync-bnact-gelu"])
+def test_a_composite_with_broken_statistics_is_skipped_naming_the_buffer(case):
+    """The statistics are checked before the parts are probed (a NaN map would only say "differs by nan")."""
+    make, _ = COMPOSITES[case]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), make(), nn.Conv2d(4, 5, 1))
+    if not isinstance(model[1], timm_layers.FrozenBatchNormAct2d):
+        model = populate_stats(model, (8, *SHAPE[1:]))
+    buffer = "running_var" if hasattr(model[1], "running_var") else "bias"
+    with torch.no_grad():
+        getattr(model[1], buffer)[2] = float("nan")
+    result = _fold(model, torch.randn(SHAPE))
+    assert result.report.folded == []
+    (skipped,) = result.report.skipped
+    assert skipped.norm == "1" and f"{buffer}[2] = nan: not a finite number" in skipped.reason, skipped.reason
+    assert torch.isnan(getattr(model[1], buffer)[2])   # the user's model is as it was
+
+
 def test_conv_norm_act_block_folds_through_its_bn():
     torch.manual_seed(0)
     model = nn.Sequential(

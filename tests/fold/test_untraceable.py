@@ -243,3 +243,27 @@ def test_a_folded_part_keeps_plain_attributes_and_drops_tensor_caches():
     twin = copy.deepcopy(result.model)           # would raise on the cached non-leaf tensor
     assert twin.part.resolution == 6
     _assert_within_fp32(model, twin, x)
+
+
+class _ScalesItsInputInPlace(nn.Module):
+    """A forward that writes its input (x.div_(255)) and branches on data (untraceable at the top)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = conv_bn(3, 4)
+
+    def forward(self, x):
+        x.div_(255.0)
+        return self.body(x) if bool(x.sum() > -1e9) else x
+
+
+def test_the_callers_example_tensors_are_not_written_by_the_fold():
+    torch.manual_seed(0)
+    model = _ScalesItsInputInPlace().eval()
+    x = torch.rand(2, 3, 8, 8) * 255
+    before = x.clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = normfold.fold(model, x)
+    assert torch.equal(x, before)
+    assert [f.norm for f in result.report.folded] == ["body.1"] and "" in result.report.untraced

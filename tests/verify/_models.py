@@ -82,3 +82,20 @@ def feature_map() -> nn.Module:
     """Conv -> BN only: an output that is a feature map, not class scores."""
     torch.manual_seed(0)
     return _built(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)))
+
+
+class _FailsOnLargeBatches(nn.Module):
+    """tiny_bn whose forward raises from batch 5 on (a model with a fixed-size buffer, say)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = tiny_bn()
+
+    def forward(self, x):
+        if x.shape[0] > 4:
+            raise RuntimeError(f"batch {x.shape[0]} is over this model's 4")
+        return self.net(x)
+
+
+def fails_on_large_batches() -> nn.Module:
+    return _FailsOnLargeBatches().eval()

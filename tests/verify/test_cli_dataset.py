@@ -202,6 +202,20 @@ def test_no_classifier_output_for_agreement_exits_2(tmp_path, capsys):
     assert "need a classifier output (N, classes)" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_forward_that_fails_mid_run_is_one_line_naming_the_model_and_shape(bn, folder, tmp_path, capsys):
+    """The first sample passes the up-front check; the stream's batch of 8 does not: exit 2, no traceback."""
+    _, _, path, _ = bn
+    out = tmp_path / "r.json"
+    argv = ["verify", f"{MODELS_FILE}:fails_on_large_batches", str(path), "--inputs", str(folder[0]),
+            "--oracle-samples", "2", "--batch-size", "8", "--json", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "_FailsOnLargeBatches.forward failed on inputs of shape [8, 3, 16, 16]" in err
+    assert "RuntimeError: batch 8 is over this model's 4" in err
+    assert not out.exists()
+
+
 def test_corrupt_file_mid_stream_exits_2_or_is_skipped(bn, tmp_path, capsys):
     _, _, path, _ = bn
     rng = np.random.default_rng(14)

@@ -71,6 +71,15 @@ def test_faithful_export_every_sample_against_the_original(bn, data):
     assert {c.batch for c in report.oracle.checks} == {1, 3, 6}
 
 
+def test_every_drawn_sample_meets_the_oracle_whatever_batch_sizes_are_asked_for(bn, data):
+    """The rule says the oracle checked m samples: it must have run at batch m, not only at the sizes given."""
+    model, _, path, _ = bn
+    d, _ = data
+    report = verify_dataset(model, path, d / "x.npz", batch_size=BATCH, oracle_samples=6, oracle_batch_sizes=(1,))
+    assert {c.batch for c in report.oracle.checks} == {1, 6}
+    assert len(report.oracle_indices) == 6 and "6 samples" in report.rule
+
+
 def test_changed_predictions_are_named(bn, data, tmp_path):
     model, _, path, _ = bn
     d, x = data

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map_only
 
 from ...nn.affine import is_norm, not_foldable_reason
 from ...nn.bake import bake_weights
@@ -74,6 +75,9 @@ def fold(model: nn.Module, example_inputs: Any, *, densify: bool = False, clone_
         raise TypeError(f"fold: model must be a torch.nn.Module, got {type(model).__name__}")
     args = _example_args(example_inputs)
     check_example_inputs(model, args)
+    # the pass runs the model on its examples (eager, shape propagation): a forward that writes its
+    # input in place (x.div_(255)) must not change the caller's tensors
+    args = tree_map_only(torch.Tensor, lambda t: t.detach().clone(), args)
     report = FoldReport(warnings=_state_warnings(model))
     if report.warnings:
         more = f" (and {len(report.warnings) - 1} more, see the report)" if len(report.warnings) > 1 else ""

@@ -14,6 +14,7 @@ from torch import fx, nn
 
 from ...nn.affine import inference_affine, not_foldable_reason
 from ...nn.composite import SplitError, is_composite, split
+from ...nn.statistics import statistics_problem
 from ..algebra import ChannelMap
 from .between import shape_of
 from .probe import same_reason
@@ -55,6 +56,8 @@ def _confirmed_parts(module: nn.Module, sites: list[fx.Node]) -> nn.Sequential |
         parts = split(module)
     except SplitError as exc:
         return str(exc)
+    if (why := statistics_problem(parts.norm)) is not None:  # named, before a probe would see only NaN
+        return why
     try:
         m = ChannelMap.of(*inference_affine(parts.norm))
     except Exception as exc:  # the splitter built a norm without a map
