@@ -60,6 +60,17 @@ def batchnorm_training_mode():
     return g.build(y), "training_mode=1"
 
 
+def batchnorm_in_a_region_with_a_scale_from_the_graph():
+    """Reshape -> BatchNormalization -> Reshape is one region: its BN gets a BN site's checks."""
+    g = Graph((2, 4, 4, 4))
+    g.extra_inputs.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, [4]))
+    y = g.op("Reshape", [g.conv(g.x, 4, 4), g.const(np.array([2, 4, 16]), cast=False)])
+    params = [g.const(g.randn(4, scale=0.2)), g.const(g.randn(4, scale=0.3)), g.const(g.rng.uniform(0.5, 2.0, 4))]
+    y = g.op("BatchNormalization", [y, "s", *params], name="bn_in_region", epsilon=1e-5)
+    y = g.op("Reshape", [y, g.const(np.array([2, 4, 4, 4]), cast=False)])
+    return g.build(y), "its bn_in_region: its scale (s) is a graph input, not a stored constant"
+
+
 def custom_op_between():
     g = Graph((2, 3, 6, 6))
     y = g.op("Scale", [g.conv(g.x, 3, 4)], domain="com.example", name="custom")
@@ -101,6 +112,7 @@ REFUSALS = {
     "producer-output-has-other-consumers": output_with_other_consumers,
     "norm-output-has-other-consumers": norm_output_with_other_consumers,
     "batchnorm-training-mode": batchnorm_training_mode,
+    "batchnorm-in-region-scale-from-graph": batchnorm_in_a_region_with_a_scale_from_the_graph,
     "custom-domain-op-between": custom_op_between,
     "opset-6-elementwise": old_opset_elementwise,
     "fp16-folded-weight-overflows": fp16_overflow,
@@ -208,3 +220,36 @@ def test_a_file_is_read_not_written(tmp_path):
     folded, report = normfold.fold_onnx(src)
     assert src.read_bytes() == before and os.stat(src).st_mtime_ns == mtime
     assert [f.into for f in report.folded] == ["conv"]
+
+
+def _reshaped_constant_model(inputs_of_reshape, overridable=False):
+    """x (2, 3) + Reshape(k): the Reshape reads only stored tensors (lifted to one constant when it can be)."""
+    k = helper.make_tensor("k", TensorProto.FLOAT, [6], np.arange(6, dtype=np.float32) / 7)
+    sh = helper.make_tensor("sh", TensorProto.INT64, [2], [2, 3])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])]
+    if overridable:
+        inputs.append(helper.make_tensor_value_info("k", TensorProto.FLOAT, [6]))
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", inputs_of_reshape, ["kk"]), helper.make_node("Mul", ["x", "kk"], ["y"])],
+        "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], [k, sh])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_malformed_node_on_constants_is_a_fold_error_not_a_crash():
+    """The lifting of constants runs before the checker: a Reshape without its shape input must not raise
+    IndexError there, but reach the checker's one-line refusal."""
+    with pytest.raises(FoldError, match="is not a valid ONNX model: .*Reshape"):
+        normfold.fold_onnx(_reshaped_constant_model(["k"]))
+
+
+def test_an_initializer_that_is_a_graph_input_stays_overridable():
+    import onnxruntime as ort
+
+    model = _reshaped_constant_model(["k", "sh"], overridable=True)
+    folded, _ = normfold.fold_onnx(model)
+    x = np.ones((2, 3), np.float32)
+    k = np.full(6, 5.0, np.float32)
+    runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x, "k": k})[0]
+            for m in (model, folded)]
+    assert np.array_equal(runs[0], np.full((2, 3), 5.0, np.float32))   # the caller's k is used
+    assert np.array_equal(runs[1], runs[0])

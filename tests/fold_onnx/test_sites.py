@@ -180,6 +180,15 @@ def whitening_after_depthwise(densify):
     return build
 
 
+def split_chain_backward_then_forward():
+    """Grouped conv -> BN -> whitening (mixing the groups) -> 1x1 conv: BN and x - mu fold back into the
+    grouped conv, the rest of the chain forward into the next conv, which must then read the first
+    conv's new output (the tensor between them was replaced by the backward fold)."""
+    g = Graph((2, 4, 4, 4))
+    y = _whitening(g, g.bn(g.conv(g.x, 4, 4, groups=2), 4), 4, groups=1)
+    return Case(g.build(g.conv(y, 4, 3, k=1, pads=0)), {"Conv": 2}, {"conv-backward", "conv-forward"})
+
+
 def identity_beside_shared_output():
     """Swish with beta = 1 as paddle2onnx writes it: y * sigmoid(1 * y). The Mul by 1 goes; the BN folds."""
     g = Graph((2, 3, 6, 6))
@@ -213,6 +222,7 @@ CASES = {
     "whitening-after-depthwise-refused": whitening_after_depthwise(False),
     "whitening-after-depthwise-densify": whitening_after_depthwise(True),
     "identity-mul-beside-shared-output": identity_beside_shared_output,
+    "chain-split-backward-then-forward": split_chain_backward_then_forward,
 }
 
 

@@ -152,7 +152,8 @@ def _lifted(source: onnx.GraphProto, proto: onnx.ModelProto) -> tuple[list[onnx.
     copied into place, or the tensor a node computes), in one pass over the nodes."""
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     outputs = {o.name for o in source.output}
-    stored = {t.name: t for t in source.initializer}
+    overridable = {i.name for i in source.input}  # an initializer that is also a graph input is a default
+    stored = {t.name: t for t in source.initializer if t.name not in overridable}
     keep, made = [], []
     for node in source.node:
         op, tensor = node.op_type, None
@@ -305,8 +306,8 @@ def _evaluate(node: onnx.NodeProto, args: list[np.ndarray], opset: int) -> np.nd
     version = 13 if opset >= 13 else 1  # Squeeze/Unsqueeze: axes an input from 13 (the others ignore it)
     try:
         return layout.apply(node.op_type, args[0], args[1:], attrs, version)
-    except ValueError:  # a shape that does not fit: left to the checker and shape inference to name
-        return None
+    except Exception:  # a shape that does not fit, a missing input or attribute (the checker has not run
+        return None     # yet): not lifted, left to the checker and shape inference to name
 
 
 _NUMERIC = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8,

@@ -31,6 +31,20 @@ BN_PARAMS = ("scale", "B", "input_mean", "input_var")
 
 
 def batchnorm(node: ir.Node, version: int, shapes: Shapes) -> AxisMap | str:
+    got = batchnorm_affine(node, version)
+    if isinstance(got, str):
+        return got
+    a, c = got
+    channels = a.shape[0]
+    shape = shapes.of(node.inputs[0].name)
+    if shape is not None and (len(shape) < 2 or (isinstance(shape[1], int) and shape[1] != channels)):
+        return f"its input has shape {list(shape)}, which does not have {channels} channels on axis 1"
+    return AxisMap(ChannelMap(torch.from_numpy(a), torch.from_numpy(c)), 1)  # float64 (C,): as .of would make
+
+
+def batchnorm_affine(node: ir.Node, version: int) -> tuple[np.ndarray, np.ndarray] | str:
+    """(A, c) of an inference-mode BatchNormalization as float64 (C,) arrays, or why it has none
+    (a site of its own, or a step inside a region: the same checks either way)."""
     if attr(node, "training_mode", 0):
         return "training_mode=1: it normalizes with each batch's own statistics, which no weight can hold"
     if version == 7 and attr(node, "spatial", 1) != 1:
@@ -47,16 +61,12 @@ def batchnorm(node: ir.Node, version: int, shapes: Shapes) -> AxisMap | str:
     if any(k.ndim > 1 for k in params) or len({k.size for k in params}) != 1:
         return "its scale, B, mean and var are not all vectors of one length"
     scale, bias, mean, var = np.array([k.reshape(-1) for k in params], dtype=np.float64)  # one (4, C) copy
-    channels = scale.shape[0]
-    shape = shapes.of(node.inputs[0].name)
-    if shape is not None and (len(shape) < 2 or (isinstance(shape[1], int) and shape[1] != channels)):
-        return f"its input has shape {list(shape)}, which does not have {channels} channels on axis 1"
     denom = var + float(np.float32(attr(node, "epsilon", 1e-5)))
     if not (np.isfinite(denom) & (denom > 0)).all():
         i = int(np.flatnonzero(~(denom > 0) | ~np.isfinite(denom))[0])
         return f"input_var + epsilon is {float(denom[i]):.4g} at channel {i}: not a positive finite variance"
     a = scale / np.sqrt(denom)
-    return AxisMap(ChannelMap(torch.from_numpy(a), torch.from_numpy(bias - a * mean)), 1)  # float64 (C,): as .of would make
+    return a, bias - a * mean
 
 
 def elementwise(node: ir.Node, data: int, shapes: Shapes) -> AxisMap | str:

@@ -49,7 +49,8 @@ import torch
 from ..._messages import error_line
 from ..algebra import ChannelMap
 from . import layout
-from .graph import attr, constant
+from .graph import attr, constant, label
+from .norms import batchnorm_affine
 
 TOLERANCE = 1e-9
 SMALL_PRODUCT = 2**18  # multiply-adds of one matrix product: OpenBLAS's threshold for threads (see _matmul)
@@ -262,12 +263,14 @@ def _step(node: ir.Node, version: int | None, consts: list) -> Callable[[np.ndar
         attrs = {name: a.value for name, a in node.attributes.items()}
         return lambda x: layout.apply(op, x, consts[1:], attrs, version)
     if op == "BatchNormalization":
-        scale, bias, mean, var = (np.asarray(k, dtype=np.float64).reshape(-1) for k in consts[1:5])
-        eps = float(np.float32(attr(node, "epsilon", 1e-5)))
+        got = batchnorm_affine(node, version)  # the checks of a BatchNormalization site of its own
+        if isinstance(got, str):
+            return f"its {label(node)}: {got}"
+        a, c = got
 
         def batchnorm(x):
             s = [1, -1] + [1] * (x.ndim - 2)
-            return (x - mean.reshape(s)) / np.sqrt(var.reshape(s) + eps) * scale.reshape(s) + bias.reshape(s)
+            return x * a.reshape(s) + c.reshape(s)
         return batchnorm
     return f"it holds {op}, which a region may not"
 

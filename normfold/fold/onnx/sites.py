@@ -38,10 +38,15 @@ FLOAT_IR_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE)
 class NormSite:
     nodes: tuple[ir.Node, ...]
     kind: str                       # "batchnorm", "elementwise", "region" or "layout"
-    input: ir.Value                 # the data tensor entering it
+    data_index: int                 # which input of nodes[0] is the data tensor
     output: ir.Value                # the tensor leaving it
     map: AxisMap | None = None
     reason: str | None = None       # why it has no channel map (then map is None)
+
+    @property
+    def input(self) -> ir.Value:
+        """The data tensor entering it, as the graph has it now (a fold before it replaces that tensor)."""
+        return self.nodes[0].inputs[self.data_index]
 
     @property
     def name(self) -> str:
@@ -128,13 +133,13 @@ class Finder:
             if len(nodes) == 1 and node.op_type == "MatMul":
                 out.append(None)  # a Linear layer, not a norm
             else:
-                out.append(self._region(nodes, x))
+                out.append(self._region(nodes, data[node], x))
             i = end
         return out
 
     def _single(self, node: ir.Node, data: int, x: ir.Value) -> NormSite:
         kind = "batchnorm" if node.op_type == "BatchNormalization" else "elementwise"
-        site = NormSite((node,), kind, x, node.outputs[0])
+        site = NormSite((node,), kind, data, node.outputs[0])
         why = unknown_version(node, self.versions[node], self.opset)
         if why is None:
             got = (norms.batchnorm(node, self.versions[node], self.shapes) if kind == "batchnorm"
@@ -160,9 +165,9 @@ class Finder:
                 return j + 1
         return None
 
-    def _region(self, nodes: tuple[ir.Node, ...], x: ir.Value) -> NormSite:
+    def _region(self, nodes: tuple[ir.Node, ...], data: int, x: ir.Value) -> NormSite:
         arithmetic = any(n.op_type not in LAYOUT_OPS for n in nodes)
-        site = NormSite(nodes, "region" if arithmetic else "layout", x, nodes[-1].outputs[0])
+        site = NormSite(nodes, "region" if arithmetic else "layout", data, nodes[-1].outputs[0])
         for node in nodes:
             why = unknown_version(node, self.versions[node], self.opset)
             if why is not None:
