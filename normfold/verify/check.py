@@ -38,7 +38,7 @@ from ..fold import FoldError, as_input_tuple
 from .inputs import InputError, batch_of
 from .localize import DEFAULT_BUDGET_BYTES, first_fold_site, first_onnx_node, first_shared_tensor
 from .metrics import ErrorStats
-from .oracle import OnnxOracle, Oracle, TorchOracle, as_oracle
+from .oracle import OnnxOracle, Oracle, TorchOracle, as_oracle, eager_outputs
 from .report import RunCheck, VerifyReport
 from .session import SessionError, cuda_problem, open_session, provider_name, provider_options, run_session, shape_mismatch
 from .signature import OnnxSignature, read_onnx
@@ -127,7 +127,6 @@ def verify(
         if folded is None:
             folded = folded_eager(oracle, inputs, dtype, short)
         folded, fold_report, note = folded
-        folded_run = None if folded is None else TorchOracle(folded)
         sessions = {p: open_session(onnx_path, p) for p in providers}
         report = VerifyReport(rule=tol.describe(np_dtype, oracle.description),
                               environment=_environment(sessions, dtype, sizes, oracle))
@@ -146,7 +145,8 @@ def verify(
                 stats = ErrorStats.of(o, r)
                 ref_errors.append(stats.max_abs)
                 report.checks.append(RunCheck(f"original_{short}", name, stats, None, True, b, stats.max_abs))
-            runs = {} if folded_run is None else {f"folded_{short}": folded_run.reference(xb, np_dtype)}
+            runs = {} if folded is None else {
+                f"folded_{short}": eager_outputs(folded, tuple(torch.from_numpy(t) for t in xb), dtype)}
             for p, session in sessions.items():
                 runs[f"onnx_{p}"] = run_session(session, xb)
             for run, outs in runs.items():
