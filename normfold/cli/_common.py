@@ -53,6 +53,17 @@ def positive_ints(text: str, what: str = "comma-separated positive integers", se
     return values
 
 
+def positive_int(text: str) -> int:
+    """``"4"`` -> ``4``; one value only (``"4,8"`` is an argparse error, not 4)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def parse_shape(text: str) -> tuple[int, ...]:
     """An input shape, ``1,3,224,224`` or ``1x3x224x224``."""
     return positive_ints(text, "an input shape of positive integers, e.g. 1,3,224,224", separators=",x")

@@ -117,7 +117,8 @@ def main(args: argparse.Namespace) -> int:
             provider_name(p)
         if is_onnx(args.model) and args.inputs is not None:   # any number of inputs: the data gives the shapes
             name = str(args.model)
-            model = OnnxOracle(readable_onnx(args.model, runnable=True).proto, where=name)
+            model = OnnxOracle(readable_onnx(args.model).proto, where=name)
+            model.session("cpu")    # onnxruntime loads it: the session its reference runs on
         elif is_onnx(args.model):
             src = load_onnx(args.model, args.input_shape, runnable=True, seed=args.seed)
             name, model = src.name, OnnxOracle(src.signature.proto, where=src.name)   # the graph in float64
@@ -132,7 +133,8 @@ def main(args: argparse.Namespace) -> int:
         check_inputs(model, sig, (x,))
         if not isinstance(model, OnnxOracle):
             _model_accepts(model, (x,))
-        report = verify(model, onnx_path, x, providers, atol=args.atol, rtol=args.rtol, batch_sizes=sizes)
+        report = verify(model, onnx_path, x, providers, atol=args.atol, rtol=args.rtol, batch_sizes=sizes,
+                        sig=sig)
     except (SessionError, InputError, ExportError, OracleError) as exc:
         raise UsageError(str(exc)) from exc
 

@@ -12,10 +12,20 @@ folded eager model with --folded) with the original in the file's dtype.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
-from ._common import EXIT_FAILED, EXIT_OK, UsageError, check_paths, output, positive_ints, write_json_atomic
+from ._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    check_paths,
+    output,
+    positive_int,
+    positive_ints,
+    write_json_atomic,
+)
 
 DATA_FLAGS = ("labels", "batch_size", "oracle_samples", "resize", "skip_bad", "folded", "min_agreement",
               "min_accuracy", "max_accuracy_drop")
@@ -40,10 +50,10 @@ def _size(text: str) -> tuple[int, int]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("a validation set (with --inputs)")
-    g.add_argument("--batch-size", type=lambda t: positive_ints(t, "a positive integer")[0], default=None,
+    g.add_argument("--batch-size", type=positive_int, default=None,
                    metavar="N", help="samples per batch (default: the file's fixed batch, else up to 32 "
                                      "within 32 MiB of input)")
-    g.add_argument("--oracle-samples", type=lambda t: positive_ints(t, "a positive integer")[0], default=None,
+    g.add_argument("--oracle-samples", type=positive_int, default=None,
                    metavar="N", help="samples drawn (with --seed) for the float64 oracle, which sets the "
                                      "tolerance (default 64)")
     g.add_argument("--labels", type=Path, default=None, metavar="FILE",
@@ -111,7 +121,7 @@ def main(args: argparse.Namespace, name: str, model, onnx_path: Path, sig, provi
                 oracle_samples=args.oracle_samples or 64, oracle_batch_sizes=args.batch_sizes, seed=args.seed,
                 atol=args.atol, rtol=args.rtol, folded=args.folded, skip_bad=args.skip_bad,
                 min_agreement=args.min_agreement, min_accuracy=args.min_accuracy,
-                max_accuracy_drop=args.max_accuracy_drop, progress=progress)
+                max_accuracy_drop=args.max_accuracy_drop, progress=progress, sig=sig)
     finally:
         data.close()
 
@@ -180,13 +190,5 @@ class _RichProgress:
         self.bar.stop()
 
 
-class _NoProgress:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        pass
-
-
 def _progress(args):
-    return _RichProgress() if progress_wanted(args) else _NoProgress()
+    return _RichProgress() if progress_wanted(args) else contextlib.nullcontext()

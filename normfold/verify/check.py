@@ -27,7 +27,7 @@ import contextlib
 import inspect
 import os
 import platform
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -78,6 +78,18 @@ def check_inputs(oracle: Oracle | nn.Module, sig: OnnxSignature, inputs: tuple[t
                                  f"{list(t.shape)} ({problem})")
 
 
+def check_providers(providers: Sequence[str]) -> tuple[str, ...]:
+    """The providers as a tuple, or SessionError before any work: an unknown name, CUDA unusable here."""
+    providers = tuple(providers)
+    for p in providers:
+        provider_name(p)
+    if "cuda" in providers:
+        problem = cuda_problem()
+        if problem:
+            raise SessionError(f"--providers cuda: {problem}")
+    return providers
+
+
 def verify(
     model: nn.Module | str | os.PathLike | Any,
     onnx_path: str | os.PathLike,
@@ -89,6 +101,8 @@ def verify(
     batch_sizes: Sequence[int] | None = None,
     localize: bool = True,
     budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    sig: OnnxSignature | None = None,
+    folded: Folded | None = None,
 ) -> VerifyReport:
     """Compare ``onnx_path`` on onnxruntime (and the folded eager model) with ``model`` in float64.
 
@@ -96,25 +110,23 @@ def verify(
     (path or ModelProto) whose graph is evaluated in float64, or any Oracle.
     ``example_inputs``: one tensor or a tuple of tensors, batch axis first; a
     batch of b rows is taken from it with ``inputs.batch_of``. See tolerance.py
-    for the rule, localize.py for what is named on failure.
+    for the rule, localize.py for what is named on failure. ``sig``: ``read_onnx(onnx_path)`` when the
+    caller has read it already; ``folded``: ``folded_eager``'s result on these inputs when the caller
+    has folded the model already (else both are made here).
     """
     inputs = as_input_tuple(example_inputs)
-    providers = tuple(providers)
-    for p in providers:
-        provider_name(p)  # unknown names fail before any work
-    if "cuda" in providers:
-        problem = cuda_problem()
-        if problem:
-            raise SessionError(f"--providers cuda: {problem}")
+    providers = check_providers(providers)
     oracle = as_oracle(model)
-    sig = read_onnx(onnx_path)
+    sig = read_onnx(onnx_path) if sig is None else sig
     check_inputs(oracle, sig, inputs)
     sizes = _batch_sizes(sig, batch_sizes)
     dtype, np_dtype, tol = sig.dtype, sig.np_dtype, Tolerance(atol=atol, rtol=rtol)
     short = "fp16" if dtype == torch.float16 else "fp32"
 
     with tf32_off():
-        folded, fold_report, note = folded_eager(oracle, inputs, dtype, short)
+        if folded is None:
+            folded = folded_eager(oracle, inputs, dtype, short)
+        folded, fold_report, note = folded
         sessions = {p: open_session(onnx_path, p) for p in providers}
         report = VerifyReport(rule=tol.describe(np_dtype, oracle.description),
                               environment=_environment(sessions, dtype, sizes, oracle))
@@ -150,17 +162,25 @@ def verify(
     return report
 
 
-def folded_eager(oracle: Oracle, inputs, dtype, short: str):
-    """(normfold.fold's model, its report, a note) for a PyTorch oracle; the note says why there is none
-    (torch.fx cannot trace the model's forward: the ONNX front end folds it, in the file only)."""
+class Folded(NamedTuple):
+    """normfold.fold's eager model of a PyTorch oracle (None where there is none), its report, and a
+    note saying why there is none."""
+    model: nn.Module | None
+    report: Any
+    note: str | None
+
+
+def folded_eager(oracle: Oracle, inputs, dtype, short: str) -> Folded:
+    """The oracle's model folded, for a PyTorch oracle; the note says why there is none (torch.fx cannot
+    trace the model's forward: the ONNX front end folds it, in the file only)."""
     if not isinstance(oracle, TorchOracle):
-        return None, None, None
+        return Folded(None, None, None)
     try:
         (folded, fold_report), why, _ = torch_fx(oracle.model,
                                                  lambda: prepare(oracle.model, inputs, fold=True, dtype=dtype))
     except FoldError as exc:
-        return None, None, f"folded_{short}: not run, {exc}"
-    return folded, fold_report, None if why is None else f"folded_{short}: not run, {why}"
+        return Folded(None, None, f"folded_{short}: not run, {exc}")
+    return Folded(folded, fold_report, None if why is None else f"folded_{short}: not run, {why}")
 
 
 def _row(run, name, oracle, got, e_ref, batch, tol: Tolerance, np_dtype) -> RunCheck:

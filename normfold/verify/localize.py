@@ -142,21 +142,15 @@ def first_shared_tensor(oracle, checked, batch: tuple[np.ndarray, ...], np_dtype
     truth = dict(zip(order, oracle.run(batch, order)))
     sizes = {k: v.size for k, v in truth.items() if np.issubdtype(v.dtype, np.floating)}
     candidates = [_Candidate(key=name, module="", reference=name) for name in order if name in sizes]
-    rule = Tolerance()
     for chunk in _chunks(candidates, sizes, budget_bytes):
         names = [c.key for c in chunk]
         ref = oracle.reference(batch, np_dtype, names=names, provider=provider)
         got = run_session(open_session(with_outputs(checked, names).SerializeToString(), provider), batch, names)
         for name, r, g in zip(names, ref, got):
-            o = truth[name]
-            g = np.asarray(g, dtype=np.float64)
-            if g.shape != o.shape or r.shape != o.shape:
-                continue  # not the same value after all
-            stats = ErrorStats.of(o, g)
-            allowed = rule.allowed(float(np.abs(r - o).max(initial=0.0)), stats.scale, np_dtype)
-            if not stats.max_abs <= allowed:
+            found = _leaves(truth[name], r, np.asarray(g, dtype=np.float64), np_dtype)
+            if found:
                 node = producer[name]
-                return Divergence("onnx node", "", "", node.name, node.op_type, None, stats.max_abs, allowed, name)
+                return Divergence("onnx node", "", "", node.name, node.op_type, None, *found, name)
     return None
 
 
@@ -217,7 +211,6 @@ def _scan(original: nn.Module, inputs, candidates: list[_Candidate], dtype: torc
     sizes = {k: v.size for k, v in module_outputs(original, inputs, refs, torch.float32).items()}
     candidates = [c for c in candidates if c.reference in sizes]
     np_dtype = np.float16 if dtype == torch.float16 else np.float32
-    rule = Tolerance()  # localization always uses the derived rule: an explicit atol has no meaning here
     for chunk in _chunks(candidates, sizes, budget_bytes):
         names = {c.reference for c in chunk}
         oracle = module_outputs(original, inputs, names, torch.float64)
@@ -227,12 +220,22 @@ def _scan(original: nn.Module, inputs, candidates: list[_Candidate], dtype: torc
             o, r, g = oracle.get(c.reference), lowp.get(c.reference), values.get(c.key)
             if o is None or r is None or g is None or g.size != o.size:
                 continue  # no comparable counterpart (e.g. a value of another shape)
-            stats = ErrorStats.of(o, np.asarray(g, dtype=np.float64).reshape(o.shape))
-            allowed = rule.allowed(float(np.abs(r - o).max()), stats.scale, np_dtype)
-            if not stats.max_abs <= allowed:
-                return Divergence(kind, c.module, c.reference, c.node, c.op_type, c.fold_site,
-                                  stats.max_abs, allowed)
+            found = _leaves(o, r, np.asarray(g, dtype=np.float64).reshape(o.shape), np_dtype)
+            if found:
+                return Divergence(kind, c.module, c.reference, c.node, c.op_type, c.fold_site, *found)
     return None
+
+
+def _leaves(oracle: np.ndarray, ref: np.ndarray, got: np.ndarray, np_dtype) -> tuple[float, float] | None:
+    """(max_abs, allowed) where ``got`` leaves the float64 value ``oracle`` by more than the derived rule
+    allows, e_ref = max|ref - oracle| (``ref``: the original's own value in the checked dtype); None within
+    it, or where the three are not one value (their shapes differ). Localization always uses the derived
+    rule: an explicit atol has no meaning for an intermediate tensor."""
+    if got.shape != oracle.shape or ref.shape != oracle.shape:
+        return None
+    stats = ErrorStats.of(oracle, got)
+    allowed = Tolerance().allowed(float(np.abs(ref - oracle).max(initial=0.0)), stats.scale, np_dtype)
+    return None if stats.max_abs <= allowed else (stats.max_abs, allowed)
 
 
 def _chunks(candidates: list[_Candidate], sizes: dict[str, int], budget_bytes: int):

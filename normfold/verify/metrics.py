@@ -8,11 +8,15 @@ With d = |got - oracle| over all elements:
     p99_abs  = 99th percentile of d   max_abs without its single worst element
     cosine   = <got, oracle> / (|got| |oracle|)   (1.0 for two zero tensors)
 
-For classifier outputs (rank 2, (N, classes) with at least 2 classes), also:
+For classifier outputs (rank 2, (N, classes) with at least 2 classes), also
+``classes`` and:
 
     top1 = fraction of rows whose argmax equals the oracle's
     top5 = mean over rows of |top5(got) ∩ top5(oracle)| / 5   (at least 5 classes)
 
+where topk(x) ranks a row by value, a tie going to the lower class index (as
+argmax; a NaN ranks first, as argmax takes it), so the numbers are the same
+wherever they are computed (``topk_hits``, used here and by the stream).
 The top-k numbers are informational: near-ties legitimately swap under fp32
 rounding, so the verdict never rests on them.
 """
@@ -33,6 +37,7 @@ class ErrorStats:
     scale: float                 # max |oracle|
     top1: float | None = None
     top5: float | None = None
+    classes: int | None = None   # a classifier output's class count
 
     @classmethod
     def of(cls, oracle: np.ndarray, got: np.ndarray) -> "ErrorStats":
@@ -58,16 +63,25 @@ class ErrorStats:
             scale=scale,
             top1=top1,
             top5=top5,
+            classes=int(ref.shape[1]) if top1 is not None else None,
         )
 
 
 def _topk_agreement(ref: np.ndarray, out: np.ndarray) -> tuple[float | None, float | None]:
     if ref.ndim != 2 or ref.shape[0] == 0 or ref.shape[1] < 2:
         return None, None
-    top1 = float(np.mean(ref.argmax(1) == out.argmax(1)))
-    if ref.shape[1] < 5:
-        return top1, None
-    a = np.argsort(-ref, axis=1)[:, :5]
-    b = np.argsort(-out, axis=1)[:, :5]
-    overlap = [len(set(x) & set(y)) / 5 for x, y in zip(a, b)]
-    return top1, float(np.mean(overlap))
+    top1 = float(np.mean(topk_hits(ref, out, 1)))
+    return top1, float(np.mean(topk_hits(ref, out, 5)) / 5) if ref.shape[1] >= 5 else None
+
+
+def topk(x: np.ndarray, k: int) -> np.ndarray:
+    """Per row of ``x`` (N, classes), the indices of its ``k`` largest values, largest first; a tie goes to
+    the lower index and a NaN ranks above any number, so ``topk(x, 1)[:, 0] == x.argmax(1)``."""
+    nan = np.isnan(x)
+    return np.lexsort((np.where(nan, 0.0, -x), ~nan), axis=1)[:, :k]    # NaN first, then by value; ties keep index order
+
+
+def topk_hits(ref: np.ndarray, got: np.ndarray, k: int) -> np.ndarray:
+    """Per row, |topk(ref) ∩ topk(got)| (an int in 0..k): for k = 1, whether the argmaxes agree."""
+    a, b = topk(ref, k), topk(got, k)
+    return (a[:, :, None] == b[:, None, :]).any(-1).sum(1)

@@ -6,7 +6,8 @@ float64 (``run``, the ground truth) and its outputs in the checked dtype
 provide them:
 
 * ``TorchOracle(model)``: an ``nn.Module`` run eagerly on CPU, on a copy cast to
-  float64 / to the dtype;
+  float64 / to the dtype (each made once, on first use; the model itself is
+  never changed);
 * ``OnnxOracle(path)``: an .onnx file, evaluated in float64 by onnx.reference
   on a float64 copy of its graph (float64_graph.py), and run as it is on
   onnxruntime's CPU provider for the reference.
@@ -59,13 +60,21 @@ class TorchOracle:
 
     def __init__(self, model: nn.Module):
         self.model = model
+        self._casts: dict[torch.dtype, nn.Module] = {}
 
     def run(self, batch: Batch) -> list[np.ndarray]:
-        work = cast_copy(self.model, torch.float64)
+        work = self.cast(torch.float64)
         return in_chunks(lambda b: run_eager(work, _tensors(b), torch.float64), batch)
 
     def reference(self, batch: Batch, dtype: np.dtype) -> list[np.ndarray]:
-        return eager_outputs(self.model, _tensors(batch), _TORCH_DTYPES[np.dtype(dtype)])
+        dtype = _TORCH_DTYPES[np.dtype(dtype)]
+        return run_eager(self.cast(dtype), _tensors(batch), dtype)
+
+    def cast(self, dtype: torch.dtype) -> nn.Module:
+        """The model's copy at ``dtype`` (cast_copy), made once: later calls run the same copy."""
+        if dtype not in self._casts:
+            self._casts[dtype] = cast_copy(self.model, dtype)
+        return self._casts[dtype]
 
 
 class OnnxOracle:
@@ -97,10 +106,15 @@ class OnnxOracle:
         if names:
             session = open_session(with_outputs(self.proto, names).SerializeToString(), provider)
         else:
-            if provider not in self._sessions:
-                self._sessions[provider] = open_session(self.proto.SerializeToString(), provider)
-            session = self._sessions[provider]
+            session = self.session(provider)
         return [np.asarray(v, dtype=np.float64) for v in run_session(session, tuple(batch), names)]
+
+
+    def session(self, provider: str = "cpu"):
+        """onnxruntime's session of the original on ``provider``, opened once (SessionError naming the file)."""
+        if provider not in self._sessions:
+            self._sessions[provider] = open_session(self.proto.SerializeToString(), provider, where=self.where)
+        return self._sessions[provider]
 
 
 def as_oracle(model) -> Oracle:

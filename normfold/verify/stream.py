@@ -39,11 +39,12 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import torch
 
-from .check import DYNAMIC_BATCH_SIZES, folded_eager, tf32_off, verify
+from .check import DYNAMIC_BATCH_SIZES, check_inputs, check_providers, folded_eager, tf32_off, verify
 from .dataset import Dataset, Skipped, open_dataset
 from .inputs import InputError
 from .labels import Labels, read_labels
-from .oracle import TorchOracle, as_oracle, cast_copy, run_eager
+from .metrics import topk_hits
+from .oracle import TorchOracle, as_oracle
 from .session import open_session, run_session
 from .signature import OnnxSignature, read_onnx
 from .stream_report import DatasetReport, StreamRow
@@ -93,16 +94,18 @@ def verify_dataset(
     min_accuracy: float | None = None,
     max_accuracy_drop: float | None = None,
     progress: Progress | None = None,
+    sig: OnnxSignature | None = None,
 ) -> DatasetReport:
     """Check ``onnx_path`` against ``model`` (an nn.Module, an .onnx original or an Oracle) on every sample.
 
     ``dataset``: a Dataset, or what ``open_dataset`` takes (read for the ONNX
-    file's inputs); ``labels``: Labels, or what ``read_labels`` takes. See the
+    file's inputs); ``labels``: Labels, or what ``read_labels`` takes; ``sig``:
+    ``read_onnx(onnx_path)`` when the caller has read it already. See the
     module docstring. Bad input (a sample that cannot be read, without
     ``skip_bad``; labels out of range; a threshold with no classifier output)
     raises InputError; a failed check is a report with ``ok == False``.
     """
-    sig = read_onnx(onnx_path)
+    sig = read_onnx(onnx_path) if sig is None else sig
     options = dict(batch_size=batch_size, oracle_samples=oracle_samples, oracle_batch_sizes=oracle_batch_sizes,
                    seed=seed, atol=atol, rtol=rtol, folded=folded, skip_bad=skip_bad, min_agreement=min_agreement,
                    min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop, progress=progress)
@@ -134,7 +137,12 @@ def _verify_dataset(model, onnx_path, sig: OnnxSignature, dataset: Dataset, prov
         raise InputError(f"none of the {len(chosen)} samples drawn for the oracle could be read: {skipped[0].reason}")
     sizes = _oracle_sizes(sig, len(kept), oracle_batch_sizes)
     tensors = tuple(torch.from_numpy(x) for x in sample)
-    oracle_report = verify(oracle, onnx_path, tensors, providers, atol=atol, rtol=rtol, batch_sizes=sizes)
+    check_providers(providers)      # before the fold, as verify() would
+    check_inputs(oracle, sig, tensors)
+    with tf32_off():     # folded once, here: verify() checks it on the oracle's sample, the stream on every sample
+        fold = folded_eager(oracle, tensors, sig.dtype, short)
+    oracle_report = verify(oracle, onnx_path, tensors, providers, atol=atol, rtol=rtol, batch_sizes=sizes, sig=sig,
+                           folded=fold)
     report = DatasetReport(oracle=oracle_report, total=len(dataset), batch_size=batch, reference_run=reference_run,
                            oracle_indices=kept, oracle_names=[dataset.names[i] for i in kept],
                            rule=tol.describe_per_sample(sig.np_dtype, len(kept)),
@@ -150,17 +158,18 @@ def _verify_dataset(model, onnx_path, sig: OnnxSignature, dataset: Dataset, prov
         raise InputError("labels and the agreement/accuracy thresholds need a classifier output (N, classes); "
                          f"the model's outputs: {', '.join(bounds)}")
     label_output = classifiers[0] if labels is not None else None
+    if labels is not None:
+        _check_labels(labels, label_output, bounds[label_output]["classes"], dataset.names)
 
     # phase 2: every sample, batch by batch
     with tf32_off():
-        reference = _reference(oracle, sig)
+        reference = _eager(oracle, sig)
         runs = {f"onnx_{p}": _onnx_run(open_session(onnx_path, p)) for p in providers}
-        if folded:
-            folded_model, note = _folded(oracle, tensors, sig.dtype, short)
-            if folded_model is None:
-                report.notes.append(note)
-            else:
-                runs[f"folded_{short}"] = folded_model
+        if folded and fold.model is not None:
+            runs[f"folded_{short}"] = _eager(TorchOracle(fold.model), sig)
+        elif folded:
+            report.notes.append(fold.note or f"folded_{short}: not run, the oracle is an ONNX graph "
+                                             "(nothing to fold in PyTorch)")
         tallies = {(run, name): _Tally(run, name, bounds[name], tol, sig.np_dtype)
                    for run in runs for name in bounds}
         correct = {run: 0 for run in [reference_run, *runs]} if labels is not None else None
@@ -176,7 +185,7 @@ def _verify_dataset(model, onnx_path, sig: OnnxSignature, dataset: Dataset, prov
             timing["read"] += time.perf_counter() - t
             if idx:
                 _step(idx, _padded(xs, sig), list(bounds), reference, reference_run, runs, tallies, timing,
-                      labels, correct, label_output, dataset.names)
+                      labels, correct, label_output)
             progress.advance(min(first + batch, len(dataset)) - first)
         wall = time.perf_counter() - start
     compared = len(dataset) - len(skipped_all)
@@ -208,7 +217,6 @@ class _Tally:
     agree: int = 0
     disagree: list = field(default_factory=list)
     top5_sum: float = 0.0
-    classes: int | None = None
 
     def add(self, idx: list[int], ref: np.ndarray, got: np.ndarray) -> None:
         n = len(idx)
@@ -228,13 +236,11 @@ class _Tally:
         self.sum_abs += float(d.sum())
         self.count += d.size
         if self.bound["classifier"]:
-            self.classes = ref.shape[1]
-            a, b = ref.argmax(1), got.argmax(1)
-            self.agree += int((a == b).sum())
-            self.disagree += [idx[k] for k in np.flatnonzero(a != b)]
-            if ref.shape[1] >= 5:
-                ta, tb = _top5(ref), _top5(got)
-                self.top5_sum += float((ta[:, :, None] == tb[:, None, :]).any(-1).sum() / 5)
+            same = topk_hits(ref, got, 1) == 1
+            self.agree += int(same.sum())
+            self.disagree += [idx[k] for k in np.flatnonzero(~same)]
+            if self.bound["classes"] >= 5:
+                self.top5_sum += float(topk_hits(ref, got, 5).sum() / 5)
 
     def row(self, names: list[str]) -> StreamRow:
         per = np.concatenate(self.sample_max) if self.sample_max else np.zeros(0)
@@ -250,15 +256,11 @@ class _Tally:
             over=sorted(self.over), over_names=[names[i] for i in sorted(self.over)],
             top1_agree=self.agree if classifier else None,
             disagree=sorted(self.disagree), disagree_names=[names[i] for i in sorted(self.disagree)],
-            top5=self.top5_sum / n if classifier and (self.classes or 0) >= 5 and n else None,
+            top5=self.top5_sum / n if classifier and self.bound["classes"] >= 5 and n else None,
         )
 
 
-def _top5(x: np.ndarray) -> np.ndarray:
-    return np.argpartition(-x, 4, axis=1)[:, :5]
-
-
-def _step(idx, xs, out_names, reference, reference_run, runs, tallies, timing, labels, correct, label_output, names):
+def _step(idx, xs, out_names, reference, reference_run, runs, tallies, timing, labels, correct, label_output):
     """One batch: the ONNX runs first (after reading, not right after eager torch, whose OpenMP threads
     spin-wait on the cores for a while after each op: measured on 2 cores, an onnxruntime batch run right
     after an eager batch took 10-34 % longer than one right after another onnxruntime batch, four trials), then the eager
@@ -283,22 +285,15 @@ def _step(idx, xs, out_names, reference, reference_run, runs, tallies, timing, l
     if labels is not None:
         k = out_names.index(label_output)
         y = labels.values[idx]
-        classes = ref[k].shape[1]
-        if y.max() >= classes:
-            i = idx[int(np.argmax(y >= classes))]
-            raise InputError(f"{labels.source}: sample {names[i]!r} has label {labels.values[i]}, the output "
-                             f"{label_output!r} has {classes} classes")
         correct[reference_run] += int((ref[k].argmax(1) == y).sum())
         for run, outs in outputs.items():
             correct[run] += int((np.asarray(outs[k][:n]).argmax(1) == y).sum())
     timing["compare"] += time.perf_counter() - t
 
 
-def _reference(oracle, sig: OnnxSignature):
-    """The original in the checked dtype, as a function of a batch: eager (one cast copy), or the original file."""
-    if isinstance(oracle, TorchOracle):
-        work, dtype = cast_copy(oracle.model, sig.dtype), sig.dtype
-        return lambda xs: run_eager(work, tuple(torch.from_numpy(x) for x in xs), dtype)
+def _eager(oracle, sig: OnnxSignature):
+    """An oracle's model in the checked dtype, as a function of a batch: eager (its cast copy, made once),
+    or the original file on onnxruntime."""
     return lambda xs: oracle.reference(xs, sig.np_dtype)
 
 
@@ -306,24 +301,24 @@ def _onnx_run(session):
     return lambda xs: run_session(session, xs)
 
 
-def _folded(oracle, tensors, dtype, short):
-    """The folded eager model as a function of a batch, or (None, why not)."""
-    if not isinstance(oracle, TorchOracle):
-        return None, f"folded_{short}: not run, the oracle is an ONNX graph (nothing to fold in PyTorch)"
-    model, _, note = folded_eager(oracle, tensors, dtype, short)
-    if model is None:
-        return None, note
-    work = cast_copy(model, dtype)
-    return (lambda xs: run_eager(work, tuple(torch.from_numpy(x) for x in xs), dtype)), None
+def _check_labels(labels: Labels, output: str, classes: int, names: list[str]) -> None:
+    """Every label is a class of ``output`` (checked before the stream, not after the batches before it)."""
+    bad = np.flatnonzero(labels.values >= classes)
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(f"{labels.source}: sample {names[i]!r} has label {labels.values[i]}, the output "
+                         f"{output!r} has {classes} classes")
 
 
 def _bounds(report, reference_run: str) -> dict[str, dict]:
-    """Per output, from the oracle phase's reference rows: e_ref, S = max|oracle|, whether it is a classifier."""
+    """Per output, from the oracle phase's reference rows: e_ref, S = max|oracle|, whether it is a classifier
+    and its class count."""
     bounds: dict[str, dict] = {}
     for c in report.checks:
         if c.run != reference_run:
             continue
-        b = bounds.setdefault(c.output, {"e_ref": 0.0, "scale": 0.0, "classifier": c.stats.top1 is not None})
+        b = bounds.setdefault(c.output, {"e_ref": 0.0, "scale": 0.0, "classifier": c.stats.top1 is not None,
+                                         "classes": c.stats.classes})
         b["e_ref"] = max(b["e_ref"], c.ref_error)
         b["scale"] = max(b["scale"], c.stats.scale)
     return bounds

@@ -267,3 +267,27 @@ def test_progress_bar_only_on_a_terminal(monkeypatch, json_given, stdout_tty, st
     monkeypatch.setattr(sys.stderr, "isatty", lambda: stderr_tty, raising=False)
     args = argparse.Namespace(json="r.json" if json_given else None)
     assert progress_wanted(args) is shown
+
+
+@pytest.mark.parametrize("oracle", ["factory", "onnx"])
+def test_each_onnx_file_is_read_and_checked_once(two, tmp_path, monkeypatch, oracle):
+    """The CLI reads MODEL.onnx (and an ONNX MODEL) once and hands the signature through verify_dataset and
+    verify(); the ONNX MODEL's runnability is checked on the one session its reference then runs on."""
+    import collections
+
+    import onnx
+    import onnxruntime
+
+    d, _, folded, unfolded, _, _ = two
+    loads, checks, sessions = collections.Counter(), [], []
+    load, check, session = onnx.load, onnx.checker.check_model, onnxruntime.InferenceSession
+    monkeypatch.setattr(onnx, "load", lambda f, *a, **k: loads.update([str(f)]) or load(f, *a, **k))
+    monkeypatch.setattr(onnx.checker, "check_model", lambda m, *a, **k: checks.append(m) or check(m, *a, **k))
+    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda m, *a, **k: sessions.append(m) or session(m, *a, **k))
+    spec = f"{MODELS_FILE}:two_inputs" if oracle == "factory" else str(unfolded)
+    assert main(["verify", spec, str(folded), "--inputs", str(d / "two.npz"), "--oracle-samples", "3",
+                 "--batch-sizes", "3", "--json", str(tmp_path / "r.json")]) == 0
+    files = [str(folded)] + ([str(unfolded)] if oracle == "onnx" else [])
+    assert loads == collections.Counter(files) and len(checks) == len(files)
+    original = load(str(unfolded)).SerializeToString()
+    assert sessions.count(original) == (1 if oracle == "onnx" else 0)

@@ -220,3 +220,43 @@ def test_default_batch_size_is_bounded_by_input_bytes(bn, data):
     assert default_batch_size(sig, data) == 32        # 3 KB per sample: the cap
     data.columns[0].sample_shape = (3, 1024, 1024)    # 12 MiB per sample: 2 fit in 32 MiB
     assert default_batch_size(sig, data) == 2
+
+
+def test_a_label_beyond_the_classes_is_refused_before_the_stream(bn, data, tmp_path):
+    """The class count is known once the oracle phase ends: the last sample's bad label stops the run there,
+    not after every batch before it has been streamed."""
+    model, _, path, _ = bn
+    d, _ = data
+    (tmp_path / "l.csv").write_text("".join(f"{i},{12 if i == N - 1 else 1}\n" for i in range(N)))
+    stages = []
+
+    class Record:
+        def stage(self, description, total):
+            stages.append(description)
+
+        def advance(self, samples):
+            stages.append(samples)
+
+    with pytest.raises(InputError, match=f"sample '{N - 1}' has label 12, the output 'linear' has 10 classes"):
+        verify_dataset(model, path, d / "x.npz", labels=tmp_path / "l.csv", batch_size=BATCH, oracle_samples=4,
+                       progress=Record())
+    assert stages == ["float64 oracle on 4 samples"]
+
+
+def test_the_model_is_folded_and_cast_once(bn, data, monkeypatch):
+    """--folded streams the model verify() already folded; each dtype's copy of the user's model is made once
+    (not per batch), and the user's model is left as it was."""
+    from normfold.verify import check, oracle
+
+    model, _, path, _ = bn
+    d, _ = data
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folds, casts = [], []
+    prepare, cast_copy = check.prepare, oracle.cast_copy
+    monkeypatch.setattr(check, "prepare", lambda m, *a, **k: folds.append(k.get("fold")) or prepare(m, *a, **k))
+    monkeypatch.setattr(oracle, "cast_copy", lambda m, t: casts.append((m is model, t)) or cast_copy(m, t))
+    report = verify_dataset(model, path, d / "x.npz", batch_size=BATCH, oracle_samples=6, folded=True)
+    assert report.ok and {r.run for r in report.rows} == {"folded_fp32", "onnx_cpu"}
+    assert folds == [True]
+    assert sorted(str(t) for mine, t in casts if mine) == ["torch.float32", "torch.float64"]
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
