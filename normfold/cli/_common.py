@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
-from .._messages import first_line, plain
+from .._messages import first_line, is_out_of_memory, plain
 from ..atomic import same_file, write_text
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -264,7 +264,8 @@ def _load_factory(spec: str) -> nn.Module:
 
 def user_code(fn: Callable[[], T], what: str) -> T:
     """``fn()``, the user's code: what it raises, or a ``sys.exit()`` in it, becomes one UsageError line
-    naming ``what``, the error's key line and where in the user's code it happened."""
+    naming ``what``, the error's key line and where in the user's code it happened. An allocation
+    failure is raised as it is: ``main`` reports it as out of memory (the input is too large, not wrong)."""
     from normfold.fold.torch.trace import failing_call
 
     try:
@@ -272,6 +273,8 @@ def user_code(fn: Callable[[], T], what: str) -> T:
     except SystemExit as exc:
         raise UsageError(f"{what} called sys.exit({'' if exc.code is None else repr(exc.code)})") from None
     except Exception as exc:
+        if is_out_of_memory(exc):
+            raise
         where = failing_call(exc, _NOT_USER)
         raise UsageError(f"{what} raised {type(exc).__name__}: {key_line(str(exc))}"
                          + (f" (at {where})" if where else "")) from exc

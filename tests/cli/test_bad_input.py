@@ -251,6 +251,26 @@ def test_exit_2_one_line_nothing_written(tmp_path, monkeypatch, capsys, argv, se
         assert not (d / "factory-called").exists(), "the model was built before the output was checked"
 
 
+@pytest.mark.parametrize("argv, cause", [
+    pytest.param(["run", "user.py:torch_oom", "--input-shape", "1,3,8,8", "--out", "o"],
+                 "RuntimeError: [enforce fail at", id="run-torch-allocation-fails"),
+    pytest.param(["inspect", "user.py:numpy_oom", "--input-shape", "1,3,8,8", "--json", "r.json"],
+                 "MemoryError: Unable to allocate 1.00 EiB", id="inspect-numpy-memory-error"),
+])
+def test_a_forward_out_of_memory_is_reported_as_such(tmp_path, monkeypatch, capsys, argv, cause):
+    """An allocation failing in the model's forward is not the model rejecting the input shape."""
+    d = workspace(tmp_path)
+    monkeypatch.chdir(d)
+    before = snapshot(d)
+    code = main(argv)
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2, err
+    assert len(err) == 1, err
+    assert err[0].startswith(f"normfold: error: out of memory: {cause}"), err[0]
+    assert err[0].endswith("; try a smaller input shape or batch size"), err[0]
+    assert snapshot(d) == before
+
+
 def test_a_single_mean_and_std_apply_to_every_channel():
     from normfold.verify.inputs import normalize
 
