@@ -426,13 +426,11 @@ def load_onnx(spec: str, input_shape: tuple[int, ...] | None, *, runnable: bool 
 def _runs(src: OnnxModel, seed: int) -> None:
     """onnxruntime's CPU provider loads ``src`` and its outputs on the seeded example input are finite."""
     from normfold.verify import SessionError
-    from normfold.verify.session import open_session, run_session
+    from normfold.verify.session import run_session
 
+    session = cpu_session(src.path)
     try:
-        session = open_session(src.signature.proto.SerializeToString(), "cpu", optimization="disable",
-                               where=str(src.path))
-        x = seeded_input(src.shape, seed).numpy()
-        outputs = run_session(session, (x,))
+        outputs = run_session(session, (seeded_input(src.shape, seed).numpy(),))
     except SessionError as exc:
         raise UsageError(str(exc)) from exc
     names = [o.name for o in session.get_outputs()]
@@ -443,13 +441,24 @@ def readable_onnx(path: str | os.PathLike, *, runnable: bool = False):
     """``normfold.verify.read_onnx(path)``, its refusal as UsageError (one line naming the file);
     with ``runnable``, also refused when onnxruntime's CPU provider cannot load it."""
     from normfold.verify import SessionError, read_onnx
-    from normfold.verify.session import open_session
 
     try:
         sig = read_onnx(path)
-        if runnable:
-            open_session(sig.proto.SerializeToString(), "cpu", optimization="disable", where=str(path))
-        return sig
+    except SessionError as exc:
+        raise UsageError(str(exc)) from exc
+    if runnable:
+        cpu_session(path)
+    return sig
+
+
+def cpu_session(path: str | os.PathLike):
+    """An onnxruntime session on the CPU provider, graph optimizations off, loaded from the file itself
+    (not from a serialized copy: a file near 2 GB is held once), or UsageError naming the file."""
+    from normfold.verify import SessionError
+    from normfold.verify.session import open_session
+
+    try:
+        return open_session(path, "cpu", optimization="disable", where=str(path))
     except SessionError as exc:
         raise UsageError(str(exc)) from exc
 

@@ -205,6 +205,9 @@ MESSAGES = {
     "run-onnx-model-is-a-directory": (["run", "d.onnx", "--out", "o"], _mkdir("d.onnx"), "d.onnx is a directory"),
     "bench-extra-onnx-is-a-directory": (["bench", "in.onnx", "d.onnx", *QUICK_BENCH], _mkdir("d.onnx"),
                                         "d.onnx is a directory"),
+    "bench-onnx-model-with-export-dir": (["bench", "in.onnx", "--export-dir", ".", *QUICK_BENCH], None,
+                                         "--export-dir keeps the exports of a PyTorch MODEL; in.onnx is an ONNX "
+                                         "file, timed as it is, with nothing exported"),
     "verify-without-model": (["verify", "in.onnx"], None, "give MODEL before in.onnx: the model it was exported from"),
     "factory-returns-none": (["run", "user.py:returns_none", "--out", "o"], None,
                              "user.py:returns_none() returned NoneType, not a torch.nn.Module"),
