@@ -236,8 +236,9 @@ CASES += [pytest.param(*case, False, id=f"{theme}-{name}")
           for name, case in cases.items()]
 
 
-@pytest.mark.parametrize("argv, setup, message, before_model", CASES)
-def test_exit_2_one_line_nothing_written(tmp_path, monkeypatch, capsys, argv, setup, message, before_model):
+def _refused(tmp_path, monkeypatch, capsys, argv, setup=None):
+    """Run ``argv`` in a workspace; assert exit 2, one plain line on stderr, every file as it was.
+    Returns (workspace, the line)."""
     d = workspace(tmp_path)
     if setup is not None:
         setup(d)
@@ -247,9 +248,15 @@ def test_exit_2_one_line_nothing_written(tmp_path, monkeypatch, capsys, argv, se
     err = capsys.readouterr().err.splitlines()
     assert code == 2, err
     assert len(err) == 1, err
-    assert "normfold" in err[0] and "error: " in err[0] and message in err[0], err[0]
     assert "\x1b[" not in err[0]
     assert snapshot(d) == before
+    return d, err[0]
+
+
+@pytest.mark.parametrize("argv, setup, message, before_model", CASES)
+def test_exit_2_one_line_nothing_written(tmp_path, monkeypatch, capsys, argv, setup, message, before_model):
+    d, line = _refused(tmp_path, monkeypatch, capsys, argv, setup)
+    assert "normfold" in line and "error: " in line and message in line, line
     if before_model:
         assert not (d / "factory-called").exists(), "the model was built before the output was checked"
 
@@ -262,16 +269,9 @@ def test_exit_2_one_line_nothing_written(tmp_path, monkeypatch, capsys, argv, se
 ])
 def test_a_forward_out_of_memory_is_reported_as_such(tmp_path, monkeypatch, capsys, argv, cause):
     """An allocation failing in the model's forward is not the model rejecting the input shape."""
-    d = workspace(tmp_path)
-    monkeypatch.chdir(d)
-    before = snapshot(d)
-    code = main(argv)
-    err = capsys.readouterr().err.splitlines()
-    assert code == 2, err
-    assert len(err) == 1, err
-    assert err[0].startswith(f"normfold: error: out of memory: {cause}"), err[0]
-    assert err[0].endswith("; try a smaller input shape or batch size"), err[0]
-    assert snapshot(d) == before
+    _, line = _refused(tmp_path, monkeypatch, capsys, argv)
+    assert line.startswith(f"normfold: error: out of memory: {cause}"), line
+    assert line.endswith("; try a smaller input shape or batch size"), line
 
 
 def test_a_single_mean_and_std_apply_to_every_channel():
