@@ -11,6 +11,11 @@ import re
 
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 
+# Allocation failures: numpy's and Python's MemoryError, torch's (CPU: "can't allocate memory", older and
+# Windows builds: "not enough memory"; CUDA: "out of memory") and onnxruntime's ("Failed to allocate memory").
+_OUT_OF_MEMORY = re.compile(r"can't allocate memory|not enough memory|failed to allocate memory|out of memory"
+                            r"|bad_alloc", re.I)
+
 
 def plain(text: str) -> str:
     """``text`` without terminal escape sequences (colours, cursor moves)."""
@@ -30,6 +35,11 @@ def error_line(exc: BaseException) -> str:
 def typed_line(exc: BaseException) -> str:
     """``Type: first line of the message`` (just ``Type:`` when it is empty)."""
     return f"{type(exc).__name__}: {first_line(str(exc))}"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure (MemoryError, or a library's out-of-memory message)."""
+    return isinstance(exc, MemoryError) or bool(_OUT_OF_MEMORY.search(str(exc)))
 
 
 def root_cause(exc: BaseException) -> BaseException:

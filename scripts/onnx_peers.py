@@ -45,7 +45,9 @@ sys.path.insert(0, str(REPO))
 
 import normfold  # noqa: E402
 from normfold import zoo  # noqa: E402
+from normfold._messages import typed_line  # noqa: E402
 from normfold.atomic import write_text  # noqa: E402
+from normfold.export import op_counts  # noqa: E402
 from tests.fold_onnx import third_party  # noqa: E402
 from tests.fold_onnx._oracle import error_ratios, feeds_for  # noqa: E402
 
@@ -132,7 +134,7 @@ def measure(entry: dict, repeats: int) -> dict:
         try:
             outputs[tool] = run_tool(tool, model, shapes)
         except Exception as exc:
-            errors[tool] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            errors[tool] = typed_line(exc)
     for _ in range(repeats):
         for tool in TOOLS:
             if tool in errors:
@@ -151,25 +153,27 @@ def measure(entry: dict, repeats: int) -> dict:
             rows[tool] = {"error": errors[tool]}
             continue
         out = outputs[tool]
-        ops = collections.Counter(n.op_type for n in out.graph.node)
         try:
             worst = max(max(error_ratios(model, out, f)) for f in feeds)
         except Exception as exc:  # the tool's output does not run
             worst = float("inf")
             errors[tool] = f"does not run: {type(exc).__name__}"
         rows[tool] = {
-            "nodes": len(out.graph.node), "BatchNormalization": ops["BatchNormalization"], "Mul": ops["Mul"],
-            "Add": ops["Add"], "Sub+Div": ops["Sub"] + ops["Div"], "time_s": statistics.median(times[tool]),
-            "cpu_s": statistics.median(cpu[tool]),
+            **op_row(out), "time_s": statistics.median(times[tool]), "cpu_s": statistics.median(cpu[tool]),
             "error_over_budget": worst, "right": bool(worst <= 1.0),
         }
         if tool in errors:
             rows[tool]["error"] = errors[tool]
-    original = collections.Counter(n.op_type for n in model.graph.node)
-    rows["original"] = {"nodes": len(model.graph.node), "BatchNormalization": original["BatchNormalization"],
-                        "Mul": original["Mul"], "Add": original["Add"], "Sub+Div": original["Sub"] + original["Div"]}
+    rows["original"] = op_row(model)
     return {"name": entry["name"], "kind": entry["kind"], "input_shape": entry["shape"],
             "normfold_input_shapes": shapes is not None, "checked_at": checks, "tools": rows}
+
+
+def op_row(model: onnx.ModelProto) -> dict:
+    """The table's node counts of ``model``: all nodes, and the norm ops among them."""
+    ops = collections.Counter(op_counts(model))
+    return {"nodes": len(model.graph.node), "BatchNormalization": ops["BatchNormalization"], "Mul": ops["Mul"],
+            "Add": ops["Add"], "Sub+Div": ops["Sub"] + ops["Div"]}
 
 
 def verdicts(result: dict) -> dict:

@@ -37,10 +37,10 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 
 import normfold
+from normfold._messages import typed_line
 from normfold.atomic import write_text
 from normfold.export import op_counts
 from normfold.nn import is_norm
@@ -149,7 +149,7 @@ def measure(name: str) -> dict:
         row["normfold"] = normfold_row(model, x, Path(tmp), check)
         row["fx_fuse"] = fx_row(model, x, check)
         row["dynamo_default"] = dynamo_row(model, x, check)
-        row["unfolded_ops"] = _guard(lambda: ops_of(export(model, x, Path(tmp) / "base.onnx")))
+        row["unfolded_ops"] = _guard(lambda: counted(export(model, x, Path(tmp) / "base.onnx").op_counts))
     return row
 
 
@@ -157,7 +157,7 @@ def normfold_row(model, x, tmp: Path, check) -> dict:
     try:
         result = normfold.fold(model, x)
     except Exception as exc:
-        return {"error": f"normfold.fold raised {_first_line(exc)}"}
+        return {"error": f"normfold.fold raised {typed_line(exc)}"}
     report = result.report
     out = {
         "folded": len(report.folded), "skipped": len(report.skipped),
@@ -166,12 +166,12 @@ def normfold_row(model, x, tmp: Path, check) -> dict:
         "eager": _guard(lambda: check(eager_outputs(result.model, (x,), torch.float32)[0])),
     }
     try:
-        path = export(result.model, x, tmp / "folded.onnx")
+        exported = export(result.model, x, tmp / "folded.onnx")
     except Exception as exc:
-        out["onnx"] = {"error": _first_line(exc)}
+        out["onnx"] = {"error": typed_line(exc)}
         return out
-    out["ops"] = ops_of(path)
-    out["onnx"] = _guard(lambda: check(run_session(open_session(path, "cpu"), (x.numpy(),))[0]))
+    out["ops"] = counted(exported.op_counts)
+    out["onnx"] = _guard(lambda: check(run_session(open_session(exported.path, "cpu"), (x.numpy(),))[0]))
     return out
 
 
@@ -179,7 +179,7 @@ def fx_row(model, x, check) -> dict:
     try:
         fused, names = fx_fuse(model)
     except Exception as exc:
-        return {"error": f"symbolic_trace: {_first_line(exc)}"}
+        return {"error": f"symbolic_trace: {typed_line(exc)}"}
     return {"fused": len(names), "eager": _guard(lambda: check(eager_outputs(fused, (x,), torch.float32)[0]))}
 
 
@@ -187,20 +187,20 @@ def dynamo_row(model, x, check) -> dict:
     try:
         proto = dynamo_default(model, (x,))
     except Exception as exc:
-        return {"error": _first_line(exc)}
-    out = {"ops": {op: op_counts(proto).get(op, 0) for op in COUNTED_OPS}}
+        return {"error": typed_line(exc)}
+    out = {"ops": counted(op_counts(proto))}
     out["onnx"] = _guard(lambda: check(run_session(open_session(proto.SerializeToString(), "cpu"), (x.numpy(),))[0]))
     return out
 
 
-def export(model, x, path: Path) -> Path:
+def export(model, x, path: Path) -> normfold.ExportResult:
     """normfold's export without its fold, at the input's static shape and without onnxsim, as the dynamo
     default exports: the files then differ from the default's only in the BatchNorm fusions and the fold."""
-    return normfold.export(model, x, path, fold=False, dynamic_batch=False, simplify=False).path
+    return normfold.export(model, x, path, fold=False, dynamic_batch=False, simplify=False)
 
 
-def ops_of(path: Path) -> dict[str, int]:
-    counts = op_counts(onnx.load(str(path), load_external_data=False))
+def counted(counts: dict[str, int]) -> dict[str, int]:
+    """The nodes of each COUNTED_OPS type, from ``op_counts``."""
     return {op: counts.get(op, 0) for op in COUNTED_OPS}
 
 
@@ -208,12 +208,7 @@ def _guard(fn):
     try:
         return fn()
     except Exception as exc:
-        return {"error": _first_line(exc)}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+        return {"error": typed_line(exc)}
 
 
 # ---------------------------------------------------------------- reporting

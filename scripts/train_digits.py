@@ -43,8 +43,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from normfold import export
-from normfold.atomic import write_png, write_text
+from normfold.export import export_with_baseline
+from normfold.atomic import atomic_path, write_png, write_text
 from normfold.nn import is_norm
 from normfold.nn.whitening import eigh_descending
 from normfold.verify import verify_dataset
@@ -175,7 +175,8 @@ def write_test_set(data: Digits, out: Path, input_name: str = "x") -> tuple[Path
     """The 360 test images as an .npz keyed by the ONNX input's name, and their labels as CSV ``row,label``:
     what `normfold verify --inputs ... --labels ...` reads."""
     npz, csv = out / "digits_test.npz", out / "digits_test.csv"
-    np.savez(npz, **{input_name: data.x_test.numpy()})
+    with atomic_path(npz, suffix=".npz") as tmp:   # the suffix keeps np.savez from appending one
+        np.savez(tmp, **{input_name: data.x_test.numpy()})
     write_text(csv, "".join(f"{i},{int(y)}\n" for i, y in enumerate(data.y_test)))
     return npz, csv
 
@@ -184,8 +185,7 @@ def ship(model: nn.Module, data: Digits, out: Path, name: str, repeats: int, tes
     """Fold, export, and check on the labelled test set with normfold's dataset check (the code behind
     `normfold verify --inputs --labels`); onnxruntime latency unfolded vs folded."""
     x_test = data.x_test
-    unfolded = export(model, x_test[:2], out / f"{name}.unfolded.onnx", fold=False)
-    folded = export(model, x_test[:2], out / f"{name}.onnx", fold=True)
+    folded, unfolded = export_with_baseline(model, x_test[:2], out / f"{name}.onnx", out / f"{name}.unfolded.onnx")
     report = verify_dataset(model, folded.path, test_set[0], labels=test_set[1], oracle_samples=64)
     write_text(out / f"{name}.verify.json", json.dumps(report.to_dict(), indent=1) + "\n")
     (row,) = [r for r in report.rows if r.run == "onnx_cpu"]
@@ -224,6 +224,9 @@ def plot_demo(rows: list[dict], path: Path, command: str) -> None:
     import matplotlib.pyplot as plt
 
     rows = [r for r in rows if "diverged" not in r]
+    if not rows:
+        print(f"nothing to plot in {path}: every model diverged", file=sys.stderr)
+        return
     names, x = [r["norm"] for r in rows], np.arange(len(rows))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.2))
     ax1.bar(x - 0.2, [100 * r["torch_acc"] for r in rows], 0.4, label="PyTorch fp32")

@@ -28,7 +28,7 @@ from .session import (
     make_input, make_runner, open_timed,
 )
 from .stats import summarize
-from .variants import Variant, export_targets, export_variants, file_variants
+from .variants import VARIANT_FILES, Variant, export_variants, file_variants
 
 
 class BenchError(ValueError):
@@ -106,7 +106,7 @@ def bench(
         variants: list[Variant] = []
         fold_report = twin_report = None
         if model is not None and export_dir is not None:
-            for target in export_targets(directory):
+            for target in (directory / f for f in VARIANT_FILES):
                 clash = next((f for f in onnx_files if same_file(target, f)), None)
                 if clash is not None:
                     raise BenchError(f"exporting into {directory} would overwrite {clash}, an ONNX file to time")

@@ -21,6 +21,7 @@ from ..fold import FoldReport
 from .twin import TwinReport, norm_free_twin
 
 MODEL_VARIANTS = ("unfolded", "folded", "twin")
+VARIANT_FILES = tuple(f"{v}.onnx" for v in MODEL_VARIANTS)   # what export_variants writes, in that order
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def export_variants(model: nn.Module, example: torch.Tensor, directory: Path) ->
     ``directory`` together once all three exports succeeded (normfold.atomic.staged).
     """
     directory = Path(directory)
-    files = [f"{v}.onnx" for v in MODEL_VARIANTS]
+    files = list(VARIANT_FILES)
     with staged(directory) as stage:
         unfolded_path, folded_path, twin_path = map(stage.path, files)
         folded, _ = export_with_baseline(model, example, folded_path, unfolded_path)
@@ -49,11 +50,6 @@ def export_variants(model: nn.Module, example: torch.Tensor, directory: Path) ->
         paths = dict(zip(MODEL_VARIANTS, stage.commit(files)))
     variants = [Variant(v, v, paths[v]) for v in MODEL_VARIANTS]
     return variants, folded.fold_report, twin_report
-
-
-def export_targets(directory: str | os.PathLike) -> list[Path]:
-    """The files ``export_variants`` writes into ``directory``."""
-    return [Path(directory) / f"{v}.onnx" for v in MODEL_VARIANTS]
 
 
 def file_variants(paths: list[str | os.PathLike], taken: set[str] = frozenset()) -> list[Variant]:

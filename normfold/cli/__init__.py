@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import sys
 import warnings
 from typing import Iterator
 
 from . import bench, inspect, run, verify, zoo
-from .._messages import first_line
+from .._messages import first_line, is_out_of_memory, typed_line
 from ._common import UsageError, error
 
 SUBCOMMANDS = (run, inspect, verify, bench, zoo)
-
-# Allocation failures: numpy's and Python's MemoryError, torch's and onnxruntime's messages.
-_OUT_OF_MEMORY = re.compile(r"can't allocate memory|failed to allocate memory|out of memory|bad_alloc", re.I)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         return error(str(exc))
     except Exception as exc:
-        if isinstance(exc, MemoryError) or _OUT_OF_MEMORY.search(str(exc)):
-            return error(f"out of memory: {type(exc).__name__}: {exc}; try a smaller input shape or batch size")
+        if is_out_of_memory(exc):
+            what = typed_line(exc) if first_line(str(exc)) else type(exc).__name__
+            return error(f"out of memory: {what}; try a smaller input shape or batch size")
         raise
 
 

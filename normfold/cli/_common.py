@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
-from .._messages import first_line, plain
+from .._messages import first_line, is_out_of_memory, plain
 from ..atomic import same_file, write_text
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -275,7 +275,8 @@ def _load_factory(spec: str) -> nn.Module:
 
 def user_code(fn: Callable[[], T], what: str) -> T:
     """``fn()``, the user's code: what it raises, or a ``sys.exit()`` in it, becomes one UsageError line
-    naming ``what``, the error's key line and where in the user's code it happened."""
+    naming ``what``, the error's key line and where in the user's code it happened. An allocation
+    failure is raised as it is: ``main`` reports it as out of memory (the input is too large, not wrong)."""
     from normfold.fold.torch.trace import failing_call
 
     try:
@@ -283,6 +284,8 @@ def user_code(fn: Callable[[], T], what: str) -> T:
     except SystemExit as exc:
         raise UsageError(f"{what} called sys.exit({'' if exc.code is None else repr(exc.code)})") from None
     except Exception as exc:
+        if is_out_of_memory(exc):
+            raise
         where = failing_call(exc, _NOT_USER)
         raise UsageError(f"{what} raised {type(exc).__name__}: {key_line(str(exc))}"
                          + (f" (at {where})" if where else "")) from exc
@@ -434,13 +437,11 @@ def load_onnx(spec: str, input_shape: tuple[int, ...] | None, *, runnable: bool 
 def _runs(src: OnnxModel, seed: int) -> None:
     """onnxruntime's CPU provider loads ``src`` and its outputs on the seeded example input are finite."""
     from normfold.verify import SessionError
-    from normfold.verify.session import open_session, run_session
+    from normfold.verify.session import run_session
 
+    session = cpu_session(src.path)
     try:
-        session = open_session(src.signature.proto.SerializeToString(), "cpu", optimization="disable",
-                               where=str(src.path))
-        x = seeded_input(src.shape, seed).numpy()
-        outputs = run_session(session, (x,))
+        outputs = run_session(session, (seeded_input(src.shape, seed).numpy(),))
     except SessionError as exc:
         raise UsageError(str(exc)) from exc
     names = [o.name for o in session.get_outputs()]
@@ -451,13 +452,24 @@ def readable_onnx(path: str | os.PathLike, *, runnable: bool = False):
     """``normfold.verify.read_onnx(path)``, its refusal as UsageError (one line naming the file);
     with ``runnable``, also refused when onnxruntime's CPU provider cannot load it."""
     from normfold.verify import SessionError, read_onnx
-    from normfold.verify.session import open_session
 
     try:
         sig = read_onnx(path)
-        if runnable:
-            open_session(sig.proto.SerializeToString(), "cpu", optimization="disable", where=str(path))
-        return sig
+    except SessionError as exc:
+        raise UsageError(str(exc)) from exc
+    if runnable:
+        cpu_session(path)
+    return sig
+
+
+def cpu_session(path: str | os.PathLike):
+    """An onnxruntime session on the CPU provider, graph optimizations off, loaded from the file itself
+    (not from a serialized copy: a file near 2 GB is held once), or UsageError naming the file."""
+    from normfold.verify import SessionError
+    from normfold.verify.session import open_session
+
+    try:
+        return open_session(path, "cpu", optimization="disable", where=str(path))
     except SessionError as exc:
         raise UsageError(str(exc)) from exc
 

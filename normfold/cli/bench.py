@@ -25,7 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..bench.variants import MODEL_VARIANTS
+from ..bench.variants import VARIANT_FILES
 from ._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -33,6 +33,7 @@ from ._common import (
     add_model_arguments,
     check_memory,
     check_paths,
+    cpu_session,
     is_onnx,
     load_onnx,
     model_and_input,
@@ -90,20 +91,21 @@ def main(args: argparse.Namespace) -> int:
     for f in onnx_files:
         if not is_onnx(f):
             raise UsageError(f"extra argument {f}: expected an .onnx file")
-    exports = [] if is_onnx(args.model) else [f"{v}.onnx" for v in MODEL_VARIANTS]
     check_paths(output("--json", args.json) + output("--plot", args.plot)
-                + outputs_in("--export-dir", args.export_dir, exports),
+                + outputs_in("--export-dir", args.export_dir, VARIANT_FILES),
                 [("MODEL", model_file(args.model))] + [("an ONNX file to time", f) for f in onnx_files])
     model = x = None
     if is_onnx(args.model):
-        onnx_files.insert(0, Path(args.model))
-        shape = load_onnx(args.model, args.input_shape).shape
+        src = load_onnx(args.model, args.input_shape)
+        cpu_session(src.path)
+        onnx_files.insert(0, src.path)
+        shape = src.shape
         name = ", ".join(f.name for f in onnx_files)
     else:
         name, model, shape, x = model_and_input(args)
     if args.batch_sizes:
         check_memory((max(args.batch_sizes), *shape[1:]), "an input at the largest --batch-sizes")
-    for f in onnx_files:
+    for f in args.onnx:
         readable_onnx(f, runnable=True)
 
     try:
@@ -159,6 +161,9 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--percentile must be in (0, 100], got {args.percentile:g}")
     if args.budget_ms is not None and not args.budget_ms > 0:
         raise UsageError(f"--budget-ms must be positive, got {args.budget_ms:g}")
+    if args.export_dir is not None and is_onnx(args.model):
+        raise UsageError(f"--export-dir keeps the exports of a PyTorch MODEL; {args.model} is an ONNX file, "
+                         "timed as it is, with nothing exported")
     if args.export_dir is not None and not args.export_dir.is_dir():
         raise UsageError(f"--export-dir {args.export_dir} is not a directory" if args.export_dir.exists()
                          else f"--export-dir {args.export_dir} does not exist")

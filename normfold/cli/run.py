@@ -67,18 +67,8 @@ def main(args: argparse.Namespace) -> int:
         except ExportError as exc:
             raise UsageError(str(exc)) from exc
         report = verify(model, folded.path, x)
-        files = stage.commit(TORCH_FILES)
-    _print(name, shape, folded.fold_report, unfolded.op_counts, folded.op_counts, files, report)
-    if args.json is not None:
-        write_json_atomic({
-            "model": name,
-            "input_shape": list(shape),
-            "fold": folded.fold_report.to_dict(),
-            "op_counts": {"unfolded": unfolded.op_counts, "folded": folded.op_counts},
-            "files": {"folded": str(files[0]), "unfolded": str(files[1])},
-            "verify": report.to_dict(),
-        }, args.json)
-    return EXIT_OK if report.ok else EXIT_FAILED
+        files = dict(zip(("folded", "unfolded"), stage.commit(TORCH_FILES)))
+    return _report(args, name, shape, folded.fold_report, unfolded.op_counts, folded.op_counts, files, report)
 
 
 def _run_onnx(args: argparse.Namespace) -> int:
@@ -100,15 +90,20 @@ def _run_onnx(args: argparse.Namespace) -> int:
         except (ExportError, InputError, OracleError, SessionError) as exc:
             raise UsageError(str(exc)) from exc
         [path] = stage.commit(ONNX_FILES)
-    before = op_counts(src.signature.proto)
-    _print(src.name, src.shape, fold_report, before, folded.op_counts, [path], report)
+    return _report(args, src.name, src.shape, fold_report, op_counts(src.signature.proto), folded.op_counts,
+                   {"folded": path}, report)
+
+
+def _report(args, name, shape, fold_report, before: dict, after: dict, files: dict[str, Path], report) -> int:
+    """Print the report, write it to --json if given; the exit code."""
+    _print(name, shape, fold_report, before, after, list(files.values()), report)
     if args.json is not None:
         write_json_atomic({
-            "model": src.name,
-            "input_shape": list(src.shape),
+            "model": name,
+            "input_shape": list(shape),
             "fold": fold_report.to_dict(),
-            "op_counts": {"unfolded": before, "folded": folded.op_counts},
-            "files": {"folded": str(path)},
+            "op_counts": {"unfolded": before, "folded": after},
+            "files": {k: str(p) for k, p in files.items()},
             "verify": report.to_dict(),
         }, args.json)
     return EXIT_OK if report.ok else EXIT_FAILED

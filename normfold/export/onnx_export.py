@@ -41,7 +41,7 @@ from torch import nn
 
 from .._messages import first_line, plain, root_cause
 from .._quiet import quiet
-from ..atomic import write_bytes
+from ..atomic import same_file, write_bytes
 from ..fold import FoldError, FoldReport, as_input_tuple, fold as fold_model, fold_onnx
 from ..fold.algebra import cast
 from ..fold.onnx.graph import NAME_SCOPES
@@ -83,7 +83,7 @@ def export(
     ``precision`` is "fp32" or "fp16" (the weights and the graph's inputs and outputs).
     """
     path = _output_path(path)
-    job = _Job(model, _inputs(example_inputs, model), precision_dtype(precision), opset, dynamic_batch, simplify)
+    job = _Job.of(model, example_inputs, precision, opset, dynamic_batch, simplify)
     proto, report = job.folded() if fold else (job.unfolded(), None)
     return write_checked(proto, path, report)
 
@@ -105,9 +105,9 @@ def export_with_baseline(
     graph, exported once.
     """
     path, baseline_path = _output_path(path), _output_path(baseline_path)
-    if path.resolve() == baseline_path.resolve():
+    if same_file(path, baseline_path):
         raise ExportError(f"export path {path} is also the baseline's path")
-    job = _Job(model, _inputs(example_inputs, model), precision_dtype(precision), opset, dynamic_batch, simplify)
+    job = _Job.of(model, example_inputs, precision, opset, dynamic_batch, simplify)
     baseline = job.unfolded()
     proto, report = job.folded(baseline)
     return write_checked(proto, path, report), write_checked(baseline, baseline_path, None)
@@ -116,8 +116,7 @@ def export_with_baseline(
 def unfolded_graph(model: nn.Module, example_inputs: Any, *, opset: int = 18, dynamic_batch: bool = True,
                    simplify: bool = True, precision: str = "fp32") -> onnx.ModelProto:
     """The graph ``export(fold=False)`` writes, in memory: what the ONNX front end folds."""
-    return _Job(model, _inputs(example_inputs, model), precision_dtype(precision), opset, dynamic_batch,
-                simplify).unfolded()
+    return _Job.of(model, example_inputs, precision, opset, dynamic_batch, simplify).unfolded()
 
 
 @dataclass
@@ -129,6 +128,12 @@ class _Job:
     opset: int
     dynamic_batch: bool
     simplify: bool
+
+    @classmethod
+    def of(cls, model: nn.Module, example_inputs: Any, precision: str, opset: int, dynamic_batch: bool,
+           simplify: bool) -> _Job:
+        """The job for export's arguments: the example inputs checked, the precision's dtype."""
+        return cls(model, _inputs(example_inputs, model), precision_dtype(precision), opset, dynamic_batch, simplify)
 
     def unfolded(self) -> onnx.ModelProto:
         work, _ = prepare(self.model, self.inputs, fold=False, dtype=self.dtype)

@@ -209,6 +209,9 @@ MESSAGES = {
     "run-onnx-model-is-a-directory": (["run", "d.onnx", "--out", "o"], _mkdir("d.onnx"), "d.onnx is a directory"),
     "bench-extra-onnx-is-a-directory": (["bench", "in.onnx", "d.onnx", *QUICK_BENCH], _mkdir("d.onnx"),
                                         "d.onnx is a directory"),
+    "bench-onnx-model-with-export-dir": (["bench", "in.onnx", "--export-dir", ".", *QUICK_BENCH], None,
+                                         "--export-dir keeps the exports of a PyTorch MODEL; in.onnx is an ONNX "
+                                         "file, timed as it is, with nothing exported"),
     "verify-without-model": (["verify", "in.onnx"], None, "give MODEL before in.onnx: the model it was exported from"),
     "factory-returns-none": (["run", "user.py:returns_none", "--out", "o"], None,
                              "user.py:returns_none() returned NoneType, not a torch.nn.Module"),
@@ -237,8 +240,9 @@ CASES += [pytest.param(*case, False, id=f"{theme}-{name}")
           for name, case in cases.items()]
 
 
-@pytest.mark.parametrize("argv, setup, message, before_model", CASES)
-def test_exit_2_one_line_nothing_written(tmp_path, monkeypatch, capsys, argv, setup, message, before_model):
+def _refused(tmp_path, monkeypatch, capsys, argv, setup=None):
+    """Run ``argv`` in a workspace; assert exit 2, one plain line on stderr, every file as it was.
+    Returns (workspace, the line)."""
     d = workspace(tmp_path)
     if setup is not None:
         setup(d)
@@ -248,11 +252,30 @@ def test_exit_2_one_line_nothing_written(tmp_path, monkeypatch, capsys, argv, se
     err = capsys.readouterr().err.splitlines()
     assert code == 2, err
     assert len(err) == 1, err
-    assert "normfold" in err[0] and "error: " in err[0] and message in err[0], err[0]
     assert "\x1b[" not in err[0]
     assert snapshot(d) == before
+    return d, err[0]
+
+
+@pytest.mark.parametrize("argv, setup, message, before_model", CASES)
+def test_exit_2_one_line_nothing_written(tmp_path, monkeypatch, capsys, argv, setup, message, before_model):
+    d, line = _refused(tmp_path, monkeypatch, capsys, argv, setup)
+    assert "normfold" in line and "error: " in line and message in line, line
     if before_model:
         assert not (d / "factory-called").exists(), "the model was built before the output was checked"
+
+
+@pytest.mark.parametrize("argv, cause", [
+    pytest.param(["run", "user.py:torch_oom", "--input-shape", "1,3,8,8", "--out", "o"],
+                 "RuntimeError: [enforce fail at", id="run-torch-allocation-fails"),
+    pytest.param(["inspect", "user.py:numpy_oom", "--input-shape", "1,3,8,8", "--json", "r.json"],
+                 "MemoryError: Unable to allocate 1.00 EiB", id="inspect-numpy-memory-error"),
+])
+def test_a_forward_out_of_memory_is_reported_as_such(tmp_path, monkeypatch, capsys, argv, cause):
+    """An allocation failing in the model's forward is not the model rejecting the input shape."""
+    _, line = _refused(tmp_path, monkeypatch, capsys, argv)
+    assert line.startswith(f"normfold: error: out of memory: {cause}"), line
+    assert line.endswith("; try a smaller input shape or batch size"), line
 
 
 def test_a_single_mean_and_std_apply_to_every_channel():

@@ -51,6 +51,8 @@ def test_run_passes_and_writes_files_and_json(model_file, tmp_path, capsys):
     assert [f["norm"] for f in report["fold"]["folded"]] == ["1"]
     assert report["op_counts"]["unfolded"]["BatchNormalization"] == 1
     assert "BatchNormalization" not in report["op_counts"]["folded"]
+    assert report["files"] == {"folded": str(out / "model.onnx"), "unfolded": str(out / "model.unfolded.onnx")}
+    assert report["model"] == f"{model_file}:tiny" and report["input_shape"] == [1, 3, 8, 8]
     assert "PASS" in text and "1 folded, 0 skipped" in text
 
 

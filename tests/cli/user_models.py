@@ -6,8 +6,11 @@ work must not have built the model. The other factories are what a user gets wro
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
+
+EXABYTE = 2**60  # more bytes than any address space holds: the allocation fails whatever the overcommit policy
 
 CALLED = Path(__file__).with_name("factory-called")
 
@@ -36,6 +39,10 @@ class Net(nn.Module):
             return torch.log(y - 1e3)
         if self.kind == "exit":
             sys.exit(0)
+        if self.kind == "torch-oom":
+            return y + torch.empty(EXABYTE, dtype=torch.uint8).sum()
+        if self.kind == "numpy-oom":
+            return y + float(np.empty(EXABYTE, dtype=np.uint8).sum())
         if self.kind == "branch":
             return y * 2 if y.sum() > 0 else y
         return y
@@ -106,3 +113,11 @@ def forward_exits():
 
 def branch():
     return tiny("branch")
+
+
+def torch_oom():
+    return tiny("torch-oom")
+
+
+def numpy_oom():
+    return tiny("numpy-oom")

@@ -1,6 +1,7 @@
 """The ONNX front end takes over where torch.fx cannot trace a model: export unfolded (dynamo), fold the graph."""
 from __future__ import annotations
 
+import os
 import warnings
 
 import onnx
@@ -69,9 +70,19 @@ def test_fp16_export_of_an_untraceable_model_is_refused_and_writes_nothing(model
     assert list(tmp_path.iterdir()) == []
 
 
-def test_baseline_path_must_differ(model, tmp_path):
+@pytest.mark.parametrize("baseline", [
+    pytest.param(lambda d: d / "m.onnx", id="same-path"),
+    pytest.param(lambda d: os.symlink(d / "m.onnx", d / "link.onnx") or d / "link.onnx", id="symlink"),
+    pytest.param(lambda d: os.link(d / "m.onnx", d / "hard.onnx") or d / "hard.onnx", id="hard-link"),
+])
+def test_baseline_path_must_differ(model, tmp_path, baseline):
+    (tmp_path / "m.onnx").write_bytes(b"previous")
+    baseline_path = baseline(tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(ExportError, match="also the baseline's path"):
-        export_with_baseline(model, torch.randn(1, 3, 6, 6), tmp_path / "m.onnx", tmp_path / "m.onnx")
+        export_with_baseline(model, torch.randn(1, 3, 6, 6), tmp_path / "m.onnx", baseline_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    assert (tmp_path / "m.onnx").read_bytes() == baseline_path.read_bytes() == b"previous"
 
 
 @pytest.mark.parametrize("outcome, why", [

@@ -43,6 +43,7 @@ def test_run_writes_the_folded_file_and_verifies_it_against_the_input_graph(conv
     assert report["input_shape"] == [1, 3, 8, 8]   # a symbolic batch axis is checked at 1 and 3
     assert report["op_counts"]["unfolded"] == {"Conv": 1, "BatchNormalization": 1, "Relu": 1}
     assert report["op_counts"]["folded"] == {"Conv": 1, "Relu": 1}
+    assert report["files"] == {"folded": str(out / "model.onnx")} and report["model"] == str(src)
     assert [(f["norm"], f["into"]) for f in report["fold"]["folded"]] == [("bn", "conv")]
     verify = report["verify"]
     assert verify["ok"] and "oracle = original ONNX graph in float64" in verify["rule"]

@@ -52,7 +52,7 @@ def test_digitnet_uses_the_named_norm_and_classifies_ten_ways(norm):
     assert model.eval()(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
 
 
-def test_demo_reports_what_onnxruntime_really_predicts(tmp_path):
+def _script():
     spec = importlib.util.spec_from_file_location("train_digits", SCRIPT)
     script = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = script      # dataclasses look their module up while the script is executed
@@ -60,6 +60,11 @@ def test_demo_reports_what_onnxruntime_really_predicts(tmp_path):
         spec.loader.exec_module(script)
     finally:
         del sys.modules[spec.name]
+    return script
+
+
+def test_demo_reports_what_onnxruntime_really_predicts(tmp_path):
+    script = _script()
     out, report = tmp_path / "onnx", tmp_path / "demo.json"
     code = script.main(["--norms", "iternorm", "--epochs", "1", "--repeats", "3",
                         "--out", str(out), "--json", str(report)])
@@ -80,3 +85,10 @@ def test_demo_reports_what_onnxruntime_really_predicts(tmp_path):
     assert [int(r) for r, _ in rows] == list(range(360)) and [int(y) for _, y in rows] == d.y_test.tolist()
     checked = json.loads((out / "digits-iternorm.verify.json").read_text())
     assert checked["accuracy"]["onnx_cpu"] == row["onnx_acc"] and checked["samples"] == 360
+
+
+def test_demo_plot_with_every_model_diverged_says_so_and_writes_nothing(tmp_path, capsys):
+    path = tmp_path / "demo.png"
+    _script().plot_demo([{"norm": "pca", "diverged": "epoch 1: loss nan"}], path, "cmd")
+    assert capsys.readouterr().err == f"nothing to plot in {path}: every model diverged\n"
+    assert list(tmp_path.iterdir()) == []
