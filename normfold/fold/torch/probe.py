@@ -90,8 +90,8 @@ def _check(modules: tuple[nn.Module, ...], m: ChannelMap, shape: tuple[int, ...]
     why = _shape_reason(cls, m, shape)
     if why is not None:
         return why
-    try:
-        copies = [copy.deepcopy(module).double().eval() for module in modules]
+    try:   # one deepcopy: parts that share tensors or submodules with the module are copied once
+        copies = [module.double().eval() for module in copy.deepcopy(modules)]
     except Exception as exc:  # a module that cannot be copied cannot be checked
         return f"{cls} cannot be copied to float64 for the probe: {describe(exc)}"
     device = _device(modules[0])
