@@ -27,19 +27,14 @@ from .affine import is_norm, not_foldable_reason
 @torch.no_grad()
 def statistics_problem(module: nn.Module) -> str | None:
     """Why ``module``'s parameters and buffers cannot make a channel map, or None."""
-    tensors = [*module.named_parameters(), *module.named_buffers()]
-    for name, t in tensors:
+    eps = float(getattr(module, "eps", 0.0) or 0.0)
+    for name, t in [*module.named_parameters(), *module.named_buffers()]:
         if t is None or not t.is_floating_point() or t.is_meta:
             continue
         bad = torch.nonzero(~torch.isfinite(t))
         if len(bad):
-            where = _index(bad[0])
-            return f"{name}{where} = {_number(t[tuple(bad[0])])}: not a finite number"
-    eps = float(getattr(module, "eps", 0.0) or 0.0)
-    for name, t in tensors:
+            return f"{name}{_index(bad[0])} = {_number(t[tuple(bad[0])])}: not a finite number"
         leaf = name.rpartition(".")[2]
-        if t is None or not t.is_floating_point() or t.is_meta:
-            continue
         if leaf == "running_var":
             total = t.double() + eps
             bad = torch.nonzero(total <= 0)

@@ -200,6 +200,27 @@ def test_register_norm_makes_a_users_layer_foldable_and_chains_collapse():
     assert_equivalent_outputs(model, run_eager(result.model, x), x)
 
 
+class SizeInChain(nn.Module):
+    """Conv -> BN -> Scaling, the BN's output also read for its shape (``x.size(0)``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn, self.scale = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), Scaling(4)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return self.scale(y).reshape(y.size(0), -1)
+
+
+def test_a_shape_only_use_inside_a_chain_of_norms_keeps_it_one_chain():
+    model = populate_stats(SizeInChain(), (8, 3, 6, 6))
+    x = torch.randn(2, 3, 6, 6)
+    result = _fold(model, x)
+    assert {(f.norm, f.into, f.chain) for f in result.report.folded} == {
+        ("bn", "conv", ("bn", "scale")), ("scale", "conv", ("bn", "scale"))}
+    assert_equivalent_outputs(model, run_eager(result.model, x), x)
+
+
 def test_chain_of_norms_with_no_producer_folds_forward_as_one_map():
     """input -> Centering -> Scaling -> Linear (input normalization before a classifier)."""
     model = populate_stats(nn.Sequential(Centering(6), Scaling(6), nn.Linear(6, 3)), (16, 6))

@@ -21,7 +21,7 @@ from torch import fx, nn
 import normfold
 from normfold.fold import FoldError
 
-from ..conftest import FLOOR_ULPS, K
+from ..conftest import FLOOR_ULPS, K, assert_equivalent_outputs, run_eager
 
 
 def conv_bn(c_in, c_out, k=3):
@@ -267,3 +267,42 @@ def test_the_callers_example_tensors_are_not_written_by_the_fold():
         result = normfold.fold(model, x)
     assert torch.equal(x, before)
     assert [f.norm for f in result.report.folded] == ["body.1"] and "" in result.report.untraced
+
+
+class DataDependentParent(nn.Module):
+    """Untraceable itself (data-dependent control flow); its ``body`` traces and is folded on its own."""
+
+    def __init__(self):
+        from timm.layers import BatchNormAct2d
+
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                                  BatchNormAct2d(4), nn.ReLU(), nn.BatchNorm2d(4))
+
+    def forward(self, x):
+        return self.body(x if x.mean() > -1e6 else -x)
+
+
+def test_reasons_in_a_part_folded_on_its_own_name_modules_by_their_full_path():
+    """Every module a reason names carries the part's path; its output is the part's, not the model's."""
+    torch.manual_seed(0)
+    model = nn.Sequential()
+    model.add_module("a", DataDependentParent())
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, 3, 6, 6))
+    model.eval()
+    x = torch.randn(2, 3, 6, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = normfold.fold(model, x)
+    assert set(result.report.untraced) == {"a"}
+    assert {(f.norm, f.into) for f in result.report.folded} == {("a.body.1", "a.body.0")}
+    assert {s.norm: s.reason for s in result.report.skipped} == {
+        "a.body.3": "backward: its input comes from a.body.2 (ReLU), not a Conv/ConvTranspose/Linear; "
+                    "forward: its output feeds a.body.3.act (ReLU) (through a.body.3.drop), not a Conv/Linear",
+        "a.body.5": "backward: its input comes from a.body.4 (ReLU), not a Conv/ConvTranspose/Linear; "
+                    "forward: its output feeds the output of part a.body, not a Conv/Linear",
+    }
+    assert_equivalent_outputs(model, run_eager(result.model, x), x)

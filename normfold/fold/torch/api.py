@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_map_only
+from torch.utils._pytree import tree_leaves, tree_map_only
 
 from ...nn.affine import is_norm, not_foldable_reason
 from ...nn.bake import bake_weights
@@ -25,33 +25,19 @@ class FoldResult:
     report: FoldReport
 
 
-def as_input_tuple(example_inputs: Any) -> tuple[torch.Tensor, ...]:
-    """Accept one tensor or a sequence of tensors; name the problem otherwise."""
-    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
-    for i, t in enumerate(inputs):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"example_inputs[{i}] is {type(t).__name__}, expected a torch.Tensor")
-    return inputs
+def as_input_tuple(example_inputs: Any, *, nested: bool = False) -> tuple[Any, ...]:
+    """Accept one tensor or a sequence of tensors; name the problem otherwise.
 
-
-def _example_args(example_inputs: Any) -> tuple[Any, ...]:
-    """The positional arguments: one tensor, or a sequence of tensors or lists/tuples/dicts holding tensors."""
+    ``nested``: the sequence may also hold lists/tuples/dicts holding tensors
+    (the positional arguments of a detector's forward).
+    """
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     for i, arg in enumerate(inputs):
-        if not _holds_tensors(arg):
-            raise TypeError(f"example_inputs[{i}] is {type(arg).__name__}, expected a torch.Tensor "
-                            "(or a list/tuple/dict holding tensors)")
+        leaves = tree_leaves(arg) if nested else [arg]
+        if not any(isinstance(t, torch.Tensor) for t in leaves):
+            also = " (or a list/tuple/dict holding tensors)" if nested else ""
+            raise TypeError(f"example_inputs[{i}] is {type(arg).__name__}, expected a torch.Tensor{also}")
     return inputs
-
-
-def _holds_tensors(arg: Any) -> bool:
-    if isinstance(arg, torch.Tensor):
-        return True
-    if isinstance(arg, (list, tuple)):
-        return any(_holds_tensors(a) for a in arg)
-    if isinstance(arg, dict):
-        return any(_holds_tensors(a) for a in arg.values())
-    return False
 
 
 def fold(model: nn.Module, example_inputs: Any, *, densify: bool = False, clone_shared: bool = False) -> FoldResult:
@@ -73,7 +59,7 @@ def fold(model: nn.Module, example_inputs: Any, *, densify: bool = False, clone_
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fold: model must be a torch.nn.Module, got {type(model).__name__}")
-    args = _example_args(example_inputs)
+    args = as_input_tuple(example_inputs, nested=True)
     check_example_inputs(model, args)
     # the pass runs the model on its examples (eager, shape propagation): a forward that writes its
     # input in place (x.div_(255)) must not change the caller's tensors

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import operator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import fx, nn
@@ -85,23 +85,30 @@ def value_users(node: fx.Node) -> list[fx.Node]:
     return [u for u in node.users if not _shape_only(u, node)]
 
 
-def what(node: Any) -> str:
-    """A node as the report names it."""
+Label = Callable[[str], str]
+"""A module's path in the traced graph -> the name the report gives it (``""``: the traced module itself)."""
+
+
+def what(node: Any, label: Label) -> str:
+    """A node as the report names it (modules by ``label``)."""
     if not isinstance(node, fx.Node):
         return repr(node)
     if node.op == "call_module":
-        return str(node.target)
+        return label(str(node.target))
+    part = label("")
     if node.op == "placeholder":
-        return f"the model input {node.name!r}"
+        return f"the input {node.name!r} of part {part}" if part else f"the model input {node.name!r}"
     if node.op == "output":
-        return "the model output"
+        return f"the output of part {part}" if part else "the model output"
     target = getattr(node.target, "__name__", str(node.target))
     return f"{node.name} ({target})"
 
 
-def _feeds_only(node: fx.Node, nxt: fx.Node) -> str | None:
+def _feeds_only(node: fx.Node, nxt: fx.Node, label: Label) -> str | None:
     others = [u for u in value_users(node) if u is not nxt]
-    return f"the output of {what(node)} also feeds {', '.join(what(u) for u in others)}" if others else None
+    if not others:
+        return None
+    return f"the output of {what(node, label)} also feeds {', '.join(what(u, label) for u in others)}"
 
 
 def shape_of(node: Any) -> tuple[int, ...] | None:
@@ -121,16 +128,16 @@ def layout_of(shape: tuple[int, ...] | None, axis: int = 1) -> tuple[int, int] |
     return shape[axis], math.prod(shape[axis + 1:])
 
 
-@dataclass
+@dataclass(frozen=True)
 class Branch:
-    """A layer whose output reaches the norm: through ``path`` (no-ops and reshapes), maybe a cat or add."""
+    """A layer whose output reaches the norm (through no-ops and reshapes, maybe a cat or add).
+
+    ``layout``: (C, T) of the layer's output on the norm's channel axis; in a
+    cat, C is the number of channels of the map the layer takes.
+    """
 
     layer: fx.Node
-    path: list[fx.Node]                 # transparent nodes from the layer on, in graph order
-    start: int = 0                      # its channels of the norm's map: [start, stop)
-    stop: int = 0
-    carries_c: bool = True              # whether it takes the map's c (one term of an add does)
-    layout: tuple[int, int] | None = None
+    layout: tuple[int, int] | None
 
 
 @dataclass
@@ -149,8 +156,8 @@ class Inflow:
             return ""
         return "cat" if _function_in(self.junction.target, CAT_FUNCTIONS) else "add"
 
-    def describe(self) -> str:
-        steps = [what(n) for n in self.path]
+    def describe(self, label: Label) -> str:
+        steps = [what(n, label) for n in self.path]
         if self.kind:
             steps.insert(0, f"{self.kind} of {len(self.branches)} layers")
         return f"through {', '.join(steps)}" if steps else ""
@@ -165,13 +172,13 @@ def walk_up(node: Any, modules: dict[str, nn.Module]) -> tuple[Any, list[fx.Node
     return node, path[::-1]
 
 
-def walk_down(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node, list[fx.Node]] | str:
+def walk_down(node: fx.Node, modules: dict[str, nn.Module], label: Label) -> tuple[fx.Node, list[fx.Node]] | str:
     """(the single node that consumes ``node``'s values past transparent steps, those steps), or why not."""
     path = []
     while True:
         users = value_users(node)
         if len(users) != 1:
-            return f"its output feeds {len(users)} nodes ({', '.join(what(u) for u in users)})"
+            return f"its output feeds {len(users)} nodes ({', '.join(what(u, label) for u in users)})"
         user = users[0]
         rest = list(user.args[1:]) + list(user.kwargs.values())
         if not (is_transparent(user, modules) and user.args[0] is node and node not in rest):
@@ -180,35 +187,35 @@ def walk_down(node: fx.Node, modules: dict[str, nn.Module]) -> tuple[fx.Node, li
         node = user
 
 
-def inflow(norm: fx.Node, modules: dict[str, nn.Module], is_layer) -> Inflow | str:
+def inflow(norm: fx.Node, modules: dict[str, nn.Module], is_layer, label: Label) -> Inflow | str:
     """The layers that produce the norm's input, or why there are none to fold into.
 
-    ``is_layer(module)``: whether a fold rule takes this module.
+    ``is_layer(module)``: whether a fold rule takes this module; ``label``
+    names modules in the reason.
     """
     source = norm.args[0]
     top, path = walk_up(source, modules)
     for node, nxt in zip(path, path[1:] + [norm]):
-        why = _feeds_only(node, nxt)
+        why = _feeds_only(node, nxt, label)
         if why is not None:
             return why
     first = path[0] if path else norm
     norm_layout = layout_of(shape_of(source))
     if _is_layer(top, modules, is_layer):
         shared = [u for u in value_users(top) if u is not first]
-        return Inflow([Branch(top, [], 0, norm_layout[0] if norm_layout else 0, True, norm_layout)],
-                      path=path, shared=shared)
+        return Inflow([Branch(top, norm_layout)], path=path, shared=shared)
     is_cat = isinstance(top, fx.Node) and top.op == "call_function" and _function_in(top.target, CAT_FUNCTIONS)
     if is_cat or _is_add(top):
-        why = _feeds_only(top, first)
+        why = _feeds_only(top, first, label)
         if why is not None:
             return why
-        junction = (_cat if is_cat else _add)(top, modules, is_layer, norm_layout)
+        junction = (_cat if is_cat else _add)(top, modules, is_layer, norm_layout, label)
     else:
-        through = f" (through {', '.join(what(n) for n in path)})" if path else ""
+        through = f" (through {', '.join(what(n, label) for n in path)})" if path else ""
         if isinstance(top, fx.Node) and top.op == "call_module":
-            return (f"its input comes from {top.target} ({type(modules[str(top.target)]).__name__}){through}, "
-                    "not a Conv/ConvTranspose/Linear")
-        return f"its input is {what(top)}{through}, not the output of a Conv/ConvTranspose/Linear"
+            return (f"its input comes from {label(str(top.target))} ({type(modules[str(top.target)]).__name__})"
+                    f"{through}, not a Conv/ConvTranspose/Linear")
+        return f"its input is {what(top, label)}{through}, not the output of a Conv/ConvTranspose/Linear"
     if isinstance(junction, str):
         return junction
     return Inflow(junction, junction=top, path=path)
@@ -225,63 +232,62 @@ def _is_add(node: Any) -> bool:
         node.op == "call_method" and node.target == "add")
 
 
-def _operand(node: Any, junction: fx.Node, modules, is_layer) -> tuple[fx.Node, list[fx.Node]] | str:
+def _operand(node: Any, junction: fx.Node, modules, is_layer, label: Label) -> fx.Node | str:
     """The layer feeding one operand of a cat/add (through transparent nodes), or why not."""
     if not isinstance(node, fx.Node):
-        return f"{what(junction)} has the constant operand {node!r}"
+        return f"{what(junction, label)} has the constant operand {node!r}"
     layer, path = walk_up(node, modules)
     if not _is_layer(layer, modules, is_layer):
-        return f"its input is {what(junction)}, whose operand {what(layer)} is not the output of a Conv/ConvTranspose/Linear"
+        return (f"its input is {what(junction, label)}, whose operand {what(layer, label)} is not the output of a "
+                "Conv/ConvTranspose/Linear")
     for n, nxt in zip([layer] + path, path + [junction]):
-        why = _feeds_only(n, nxt)
+        why = _feeds_only(n, nxt, label)
         if why is not None:
             return why
-    return layer, path
+    return layer
 
 
-def _cat(cat: fx.Node, modules, is_layer, norm_layout) -> list[Branch] | str:
+def _cat(cat: fx.Node, modules, is_layer, norm_layout, label: Label) -> list[Branch] | str:
     parts = cat.args[0] if cat.args else cat.kwargs.get("tensors")
     dim = cat.args[1] if len(cat.args) > 1 else cat.kwargs.get("dim", 0)
     shape = shape_of(cat)
     if not isinstance(parts, (list, tuple)) or shape is None or not isinstance(dim, int):
-        return f"the shapes around {what(cat)} are unknown"
+        return f"the shapes around {what(cat, label)} are unknown"
     dim %= len(shape)
     if layout_of(shape, dim) != norm_layout:
-        return (f"{what(cat)} joins axis {dim} of {shape}, which is not the norm's channel axis "
+        return (f"{what(cat, label)} joins axis {dim} of {shape}, which is not the norm's channel axis "
                 f"({norm_layout[0] if norm_layout else '?'} channels)")
     if len({id(p) for p in parts}) != len(parts):
-        return f"{what(cat)} takes the same value twice"
-    branches, start = [], 0
+        return f"{what(cat, label)} takes the same value twice"
+    branches = []
     for part in parts:
-        found = _operand(part, cat, modules, is_layer)
+        found = _operand(part, cat, modules, is_layer, label)
         if isinstance(found, str):
             return found
         size = shape_of(part)
         if size is None:
-            return f"the shapes around {what(cat)} are unknown"
-        layout = layout_of(size, dim)
-        branches.append(Branch(found[0], found[1], start, start + layout[0], True, layout))
-        start += layout[0]
+            return f"the shapes around {what(cat, label)} are unknown"
+        branches.append(Branch(found, layout_of(size, dim)))
     return branches
 
 
-def _add(add: fx.Node, modules, is_layer, norm_layout) -> list[Branch] | str:
+def _add(add: fx.Node, modules, is_layer, norm_layout, label: Label) -> list[Branch] | str:
     shape = shape_of(add)
     terms, stack = [], [(node, add) for node in add.args]
     while stack:   # flatten nested adds whose sum feeds only the next add
         node, parent = stack.pop(0)
         if isinstance(node, fx.Node) and shape_of(node) != shape:
-            return f"{what(parent)} broadcasts {what(node)} of shape {shape_of(node)} to {shape}"
+            return f"{what(parent, label)} broadcasts {what(node, label)} of shape {shape_of(node)} to {shape}"
         if _is_add(node) and value_users(node) == [parent]:
             stack[:0] = [(n, node) for n in node.args]
             continue
         terms.append((node, parent))
     branches = []
-    for k, (term, parent) in enumerate(terms):
-        found = _operand(term, parent, modules, is_layer)
+    for term, parent in terms:
+        found = _operand(term, parent, modules, is_layer, label)
         if isinstance(found, str):
             return found
-        branches.append(Branch(found[0], found[1], 0, norm_layout[0] if norm_layout else 0, k == 0, norm_layout))
+        branches.append(Branch(found, norm_layout))
     if len({id(b.layer) for b in branches}) != len(branches):
-        return f"{what(add)} adds the same value twice"
+        return f"{what(add, label)} adds the same value twice"
     return branches

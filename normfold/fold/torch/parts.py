@@ -109,6 +109,8 @@ def _visit(module: nn.Module, prefix: str, report: FoldReport, options: Options,
         path = f"{prefix}.{name}" if prefix else name
         if is_norm(child) or not any(is_norm(m) for m in child.modules()):
             continue
+        # outside the try below: it raises only when the model itself fails on the example inputs
+        # (one eager run for all parts), a bad call for the caller, not a part to leave unfolded
         call = calls.of(path, child)
         if call is None:
             _visit(child, path, report, options, calls)

@@ -12,6 +12,11 @@ the error relative to the size of the terms the map sums. Float64 round-off
 keeps ``dev`` near ``C * 2^-53``; anything above :data:`TOLERANCE` is a
 different function.
 
+A composite (``split.py``) is checked the same way against its parts,
+``norm -> rest``: ``parts(x)`` and ``rest(A x + c)`` must both equal its
+forward ``f(x)`` (relative to ``s_i + |f(x)_i|``): the first is what a call
+whose norm stays computes, the second what a call whose norm folds computes.
+
 The probe input has the traced shape shrunk to batch 1 and at most 2 positions
 per spatial axis (a few hundred values; the traced shape itself if the module
 rejects the small one). Its values are drawn in the map's *output*, ``z`` with
@@ -25,11 +30,11 @@ probe changes no state of the model being folded.
 from __future__ import annotations
 
 import copy
-import math
 
 import torch
 from torch import nn
 
+from ...nn._channels import channel_matrix, from_channel_matrix
 from ..algebra import ChannelMap
 from .trace import describe
 
@@ -48,33 +53,60 @@ def small_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def map_reason(module: nn.Module, m: ChannelMap, shape: tuple[int, ...] | None, source: str) -> str | None:
     """Why ``module``'s forward is not the map ``m`` (``source`` names where the map came from), or None."""
-    cls = type(module).__name__
+    def compare(x, y, s, copies):
+        return [_output(copies[0], x)], y, s
+
+    return _check((module,), m, shape, compare, source,
+                  "does it apply an activation, a scale or a shift of its own? register an adapter "
+                  "(normfold.register_norm) or a composite (normfold.nn.register_composite), or split it")
+
+
+def same_reason(original: nn.Module, parts: nn.Sequential, m: ChannelMap, shape: tuple[int, ...] | None) -> str | None:
+    """Why ``parts`` do not compute ``original``'s forward, with or without their first part replaced by ``m``.
+
+    Both must hold: a call whose norm folds computes ``rest(A x + c)``, one
+    whose norm does not computes ``parts(x)``; a probe needs only one run of each.
+    """
+    def compare(x, y, s, copies):
+        whole, split_up = copies
+        want = _output(whole, x.clone())
+        via_map = _output(split_up[1:], from_channel_matrix(y, x).contiguous())
+        return [_output(split_up, x.clone()), via_map], want, s + want.abs()
+
+    return _check((original, parts), m, shape, compare, f"its parts ({', '.join(parts._modules)})",
+                  "its splitter does not describe it")
+
+
+def _check(modules: tuple[nn.Module, ...], m: ChannelMap, shape: tuple[int, ...] | None, compare, what: str,
+           advice: str) -> str | None:
+    """Why the first of ``modules`` is not what ``compare`` expects on a probe input, or None.
+
+    ``compare(x, y, s, copies)`` gets the probe input ``x`` (N, C, *S), the
+    map's output ``y`` and the size ``s`` of its terms (as channel rows), and
+    float64 eval copies of ``modules``; it returns the outputs (channel rows)
+    that must agree, what they must agree with, and the scale of the error.
+    """
+    cls = type(modules[0]).__name__
     why = _shape_reason(cls, m, shape)
     if why is not None:
         return why
-    result = _run(lambda s: _map_deviation(module, m, s), shape, cls)
+    try:   # one deepcopy: parts that share tensors or submodules with the module are copied once
+        copies = [module.double().eval() for module in copy.deepcopy(modules)]
+    except Exception as exc:  # a module that cannot be copied cannot be checked
+        return f"{cls} cannot be copied to float64 for the probe: {describe(exc)}"
+    device = _device(modules[0])
+
+    def deviation(s: tuple[int, ...]) -> float:
+        x, y, scale = _probe(m, s, device)
+        gots, want, scale = compare(x, y, scale, copies)
+        scale = scale.clamp_min(torch.finfo(torch.float64).tiny)
+        return float(torch.stack([((got - want).abs() / scale).max() for got in gots]).max())   # NaN stays NaN
+
+    result = _run(deviation, shape, cls)
     if isinstance(result, str):
         return result
     if not result <= TOLERANCE:  # NaN too
-        return (f"{cls}.forward differs from {source} by {result:.3g} (relative): does it apply an activation, "
-                "a scale or a shift of its own? register an adapter (normfold.register_norm) or a composite "
-                "(normfold.nn.register_composite), or split it")
-    return None
-
-
-def same_reason(original: nn.Module, parts: nn.Module, m: ChannelMap, shape: tuple[int, ...] | None) -> str | None:
-    """Why ``parts`` (whose first part has the map ``m``) do not compute ``original``'s forward, or None."""
-    cls = type(original).__name__
-    why = _shape_reason(cls, m, shape)
-    if why is not None:
-        return why
-    result = _run(lambda s: _parts_deviation(original, parts, m, s), shape, cls)
-    if isinstance(result, str):
-        return result
-    if not result <= TOLERANCE:
-        names = ", ".join(parts._modules)
-        return (f"{cls}.forward differs from its parts ({names}) by {result:.3g} (relative): "
-                "its splitter does not describe it")
+        return f"{cls}.forward differs from {what} by {result:.3g} (relative): {advice}"
     return None
 
 
@@ -102,10 +134,6 @@ def _run(deviation, shape: tuple[int, ...], cls: str) -> float | str:
     return f"{cls}.forward fails on a float64 probe input of shape {tries[-1]}: {describe(error)}"
 
 
-def _double_copy(module: nn.Module) -> nn.Module:
-    return copy.deepcopy(module).double().eval()
-
-
 def _device(module: nn.Module) -> torch.device:
     t = next(iter(module.parameters()), None)
     if t is None:
@@ -113,22 +141,11 @@ def _device(module: nn.Module) -> torch.device:
     return t.device if t is not None else torch.device("cpu")
 
 
-def _channels_first(xm: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """(C, positions) -> a tensor of ``shape`` (N, C, *S)."""
-    return xm.reshape(shape[1], shape[0], *shape[2:]).transpose(0, 1).contiguous()
-
-
-def _channel_rows(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, *S) -> (C, positions)."""
-    return x.transpose(0, 1).reshape(x.shape[1], -1)
-
-
 def _probe(m: ChannelMap, shape: tuple[int, ...], device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x, A x + c, s) as (C, positions) rows: the input, the map's output, the size of its terms."""
+    """(x, A x + c, s): the input of ``shape``, the map's output and the size of its terms as channel rows."""
     gen = torch.Generator().manual_seed(SEED)
-    n = math.prod(shape) // shape[1]
-    z = torch.randn(shape[1], n, generator=gen, dtype=torch.float64)
-    z = z * 10.0 ** (torch.rand(shape[1], n, generator=gen, dtype=torch.float64) * 4 - 1)
+    z = torch.randn(shape, generator=gen, dtype=torch.float64)
+    z = channel_matrix(z * 10.0 ** (torch.rand(shape, generator=gen, dtype=torch.float64) * 4 - 1))
     a, c = m.a.cpu(), m.c.cpu()
     if m.diagonal:
         x = torch.where(a[:, None] != 0, (z - c[:, None]) / a[:, None], z)
@@ -141,29 +158,15 @@ def _probe(m: ChannelMap, shape: tuple[int, ...], device) -> tuple[torch.Tensor,
         x = z
     y = (a[:, None] * x if m.diagonal else a @ x) + c[:, None]
     s = (a.abs()[:, None] * x.abs() if m.diagonal else a.abs() @ x.abs()) + c.abs()[:, None]
+    x = from_channel_matrix(x, torch.empty(shape, device="meta")).contiguous()
     return x.to(device), y.to(device), s.to(device)
 
 
-def _output(module: nn.Module, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+def _output(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` as channel rows; it must keep the shape of ``x``."""
+    shape = tuple(x.shape)
     out = module(x)
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != tuple(shape):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"returned {got} for an input of shape {tuple(shape)}")
-    return _channel_rows(out.double())
-
-
-def _map_deviation(module: nn.Module, m: ChannelMap, shape: tuple[int, ...]) -> float:
-    device = _device(module)
-    x, y, s = _probe(m, shape, device)
-    got = _output(_double_copy(module), _channels_first(x, shape), shape)
-    return float(((got - y).abs() / s.clamp_min(torch.finfo(torch.float64).tiny)).max())
-
-
-def _parts_deviation(original: nn.Module, parts: nn.Module, m: ChannelMap, shape: tuple[int, ...]) -> float:
-    device = _device(original)
-    x, _, s = _probe(m, shape, device)
-    x = _channels_first(x, shape)
-    want = _output(_double_copy(original), x.clone(), shape)
-    got = _output(_double_copy(parts), x.clone(), shape)
-    scale = (s + want.abs()).clamp_min(torch.finfo(torch.float64).tiny)
-    return float(((got - want).abs() / scale).max())
+    return channel_matrix(out.double())
