@@ -287,8 +287,7 @@ class OnnxPass:
         if FLOAT_DTYPES.get(w_value.dtype) is None:
             return f"the weight of {label(node)} is {w_value.dtype}, not float16/32/64"
         bias = float64(bias_value) if bias_value is not None else None
-        return Layer(node, label(node), weight, bias, self.shapes.of(node.inputs[0].name),
-                     self.shapes.of(node.outputs[0].name), backward)
+        return Layer(node, label(node), weight, bias, self.shapes, backward)
 
     def _compose(self, sites: list[NormSite]) -> AxisMap | None:
         """The chain's map, composed once (the identity test and each rule ask for it)."""

@@ -20,6 +20,7 @@ from ...algebra import ChannelMap, from_groups, to_groups
 from ...grouping import conv_macs, groups_for
 from ..graph import attr, is_onnx
 from ..maps import AxisMap
+from ..shapes import Shapes
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,20 @@ class Layer:
     name: str
     weight: torch.Tensor              # float64, in the node's layout
     bias: torch.Tensor | None         # float64: Conv/ConvTranspose B, Gemm C; None when absent
-    in_shape: tuple | None            # the data input
-    out_shape: tuple | None
+    shapes: Shapes
     backward: bool                    # the map acts on the output (else on the data input)
 
     def attr(self, name: str, default):
         return attr(self.node, name, default)
+
+    @property
+    def in_shape(self) -> tuple | None:
+        """The data input's shape (read when asked: most folds need only one side)."""
+        return self.shapes.of(self.node.inputs[0].name)
+
+    @property
+    def out_shape(self) -> tuple | None:
+        return self.shapes.of(self.node.outputs[0].name)
 
     @property
     def shape(self) -> tuple | None:
