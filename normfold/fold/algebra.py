@@ -205,10 +205,18 @@ def fold_backward(k: torch.Tensor, bias: torch.Tensor | None, m: ChannelMap) -> 
         k_new = k * m.a.reshape(groups, -1, 1, *extra)
         b_new = m.a * b + m.c
     else:  # per block of A (finer than the groups when A allows and the product is worth the search)
-        blocks = m.finest_blocks(groups) if k.numel() * m.channels // groups >= BLOCK_SEARCH else groups
+        blocks = _blocks_for(k, m)
         k_new = (m.blocks(blocks) @ k.reshape(blocks, m.channels // blocks, -1)).reshape(k.shape)
         b_new = m.a @ b + m.c
     return k_new, b_new
+
+
+def _blocks_for(k: torch.Tensor, m: ChannelMap) -> int:
+    """How many diagonal blocks of a full A to fold ``K[g, o, i, *k]`` by: A's finest
+    (:meth:`ChannelMap.finest_blocks`) when the dense product is big enough to pay for the
+    search, else one per group."""
+    groups = k.shape[0]
+    return m.finest_blocks(groups) if k.numel() * m.channels // groups >= BLOCK_SEARCH else groups
 
 
 def fold_forward(k: torch.Tensor, bias: torch.Tensor | None, m: ChannelMap) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,7 +236,7 @@ def scale_inputs(k: torch.Tensor, m: ChannelMap) -> torch.Tensor:
     extra = [1] * (k.dim() - 3)
     if m.diagonal:
         return k * m.a.reshape(groups, 1, -1, *extra)
-    blocks = m.finest_blocks(groups) if k.numel() * m.channels // groups >= BLOCK_SEARCH else groups  # as fold_backward
+    blocks = _blocks_for(k, m)
     size = m.channels // blocks
     per_group = k.reshape(groups, k.shape[1], blocks // groups, size, *k.shape[3:])
     a = m.blocks(blocks).reshape(groups, blocks // groups, size, size)
@@ -305,8 +313,7 @@ def split_channels(m: ChannelMap, sizes: list[int]) -> list[ChannelMap] | None:
         bounds.append(bounds[-1] + s)
     if m.diagonal:
         return [ChannelMap(m.a[s:e], m.c[s:e]) for s, e in zip(bounds, bounds[1:])]
-    inside = torch.block_diag(*[torch.ones(s, s, dtype=torch.bool) for s in sizes]).to(m.a.device)
-    if bool(m.a[~inside].any()):
+    if not all(m._cuts[b] for b in bounds[1:-1]):  # an entry of A crosses a block boundary
         return None
     return [ChannelMap(m.a[s:e, s:e], m.c[s:e]) for s, e in zip(bounds, bounds[1:])]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from normfold.fold.algebra import ChannelMap, fold_backward, scale_inputs, to_groups
+from normfold.fold.algebra import ChannelMap, fold_backward, scale_inputs, split_channels, to_groups
 
 C = 64  # with a (64, 64, 3, 3) weight the dense product is past BLOCK_SEARCH: the block path runs
 
@@ -40,6 +40,26 @@ def test_block_structure_matches_a_brute_force_search(name):
         if m.is_block_diagonal(groups):
             expected = max(d for d in divisors if d % groups == 0 and _brute_block_diagonal(m.a, d))
             assert m.finest_blocks(groups) == expected
+
+
+SPLITS = {"halves": [32, 32], "thirds": [16, 16, 32], "off-by-one": [31, 33], "eights": [8] * 8, "whole": [C]}
+
+
+@pytest.mark.parametrize("structure", list(STRUCTURES))
+@pytest.mark.parametrize("split", list(SPLITS))
+def test_split_channels_matches_a_brute_force_mask(structure, split):
+    """A splits into the concatenation's blocks exactly when no entry lies outside them (a mask built
+    here); each block's map is A's diagonal block and c's slice."""
+    a = _block_diagonal(STRUCTURES[structure], seed=4)
+    c = torch.randn(C, dtype=torch.float64)
+    sizes = SPLITS[split]
+    got = split_channels(ChannelMap.of(a, c), sizes)
+    mask = torch.block_diag(*[torch.ones(s, s, dtype=torch.bool) for s in sizes])
+    assert (got is not None) == bool((a[~mask] == 0).all())
+    if got is not None:
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        for m, start, size in zip(got, starts, sizes):
+            assert torch.equal(m.a, a[start:start + size, start:start + size]) and torch.equal(m.c, c[start:start + size])
 
 
 # a 2-group layer takes the structures whose blocks stay within its groups (the others are refused first)

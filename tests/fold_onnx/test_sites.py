@@ -166,18 +166,36 @@ def position_mixing_region():
                 skipped=("not the same channel map at every position",))
 
 
+# the depthwise 3x3 conv below on (8, 4, 4) outputs, in millions of multiply-adds per sample: every
+# output value sums 8/G input channels' 3x3 windows
+MACS_8, MACS_2 = 8 * 4 * 4 * (8 // 8) * 9 / 1e6, 8 * 4 * 4 * (8 // 2) * 9 / 1e6
+
+
 def whitening_after_depthwise(densify):
     def build():
         g = Graph((2, 8, 4, 4))
         y = _whitening(g, g.conv(g.x, 8, 8, groups=8), 8, groups=2)
         if densify:
-            return Case(g.build(y), {"Conv": 1}, {"conv-backward"}, notes=("group 8 -> 2 (densify)",),
+            return Case(g.build(y), {"Conv": 1}, {"conv-backward"}, notes=("groups 8 -> 2 (densify)",),
                         kwargs={"densify": True})
         # x - mu folds alone; the region cannot, and the scale and shift after it have no layer
         return Case(g.build(y), {"Conv": 1, "Reshape": 2, "MatMul": 1, "Mul": 1, "Add": 1}, {"conv-backward"},
                     skipped=("mixes output channels across the 8 groups of conv3; the exact fold is a conv with 2 "
-                             "groups, 4x the MACs; pass densify=True",) * 3)
+                             f"groups, 4x the MACs ({MACS_8:.3g}M -> {MACS_2:.3g}M per sample); pass densify=True",) * 3)
     return build
+
+
+def whitening_after_grouped_conv_transpose():
+    """The refusal names the MACs a transposed conv would cost: every input value (4 x 2 x 2 of
+    them) spreads into 8/G output channels' 2x2 windows."""
+    g = Graph((2, 4, 2, 2))
+    y = g.op("ConvTranspose", [g.x, g.const(g.randn(4, 2, 2, 2, scale=0.5)), g.const(g.randn(8))], name="up",
+             group=4, strides=[2, 2], kernel_shape=[2, 2])
+    macs_4, macs_2 = 4 * 2 * 2 * (8 // 4) * 4 / 1e6, 4 * 2 * 2 * (8 // 2) * 4 / 1e6
+    return Case(g.build(_whitening(g, y, 8, groups=2)), {"ConvTranspose": 1, "Reshape": 2, "MatMul": 1, "Mul": 1, "Add": 1},
+                {"conv-transpose-backward"},
+                skipped=("mixes output channels across the 4 groups of up; the exact fold is a conv with 2 groups, "
+                         f"2x the MACs ({macs_4:.3g}M -> {macs_2:.3g}M per sample); pass densify=True",) * 3)
 
 
 def split_chain_backward_then_forward():
@@ -221,6 +239,7 @@ CASES = {
     "position-mixing-region-refused": position_mixing_region,
     "whitening-after-depthwise-refused": whitening_after_depthwise(False),
     "whitening-after-depthwise-densify": whitening_after_depthwise(True),
+    "whitening-after-grouped-convtranspose-refused": whitening_after_grouped_conv_transpose,
     "identity-mul-beside-shared-output": identity_beside_shared_output,
     "chain-split-backward-then-forward": split_chain_backward_then_forward,
 }

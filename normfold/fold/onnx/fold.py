@@ -30,13 +30,14 @@ import torch
 
 from ..algebra import cast
 from ..report import FoldReport, Folded, Skipped
-from .graph import ONNX_DOMAINS, constant, describe_users, float64, is_constant, label, op_version, unknown_version, users
+from .graph import (
+    FLOAT_DTYPES, constant, describe_users, float64, is_constant, is_onnx, label, op_version, unknown_version, users,
+)
 from .maps import AxisMap
-from .rules import BACKWARD, FORWARD, Layer, Rewrite, Site, rule_for
+from .rules import BACKWARD, FORWARD, Layer, Rewrite, Rule, Site, rule_for
 from .shapes import Shapes
 from .sites import Finder, NormSite
 
-TORCH_DTYPES = {ir.DataType.FLOAT: torch.float32, ir.DataType.FLOAT16: torch.float16, ir.DataType.DOUBLE: torch.float64}
 SHAPE_READERS = ("Shape", "Size")
 
 
@@ -94,11 +95,12 @@ class OnnxPass:
                 self.report.skipped.append(Skipped(site.name, f"backward: {back}; forward: {fwd}"))
 
     def _backward(self, chain: list[NormSite]) -> None:
+        target = self._producer(chain)  # the same layer for every prefix: read once
         reasons = {}
         for j in range(len(chain), 0, -1):
             if not chain[j - 1].norm_like:
                 continue
-            reasons[j] = self._try_backward(chain[:j])
+            reasons[j] = target if isinstance(target, str) else self._try_backward(chain[:j], *target)
             if reasons[j] is None:
                 return self._note_reasons(chain[j:], reasons, self.why_back, offset=j)
         self._note_reasons(chain, reasons, self.why_back, offset=0)
@@ -110,10 +112,11 @@ class OnnxPass:
                 into[id(site)] = reasons[shortest]
 
     def _forward(self, chain: list[NormSite]) -> None:
+        target = self._consumer(chain)  # the same layer for every suffix: read once
         for i in range(len(chain)):
             if not chain[i].norm_like:
                 continue
-            why = self._try_forward(chain[i:])
+            why = target if isinstance(target, str) else self._try_forward(chain[i:], *target)
             if why is None:
                 return
             self.why_fwd[id(chain[i])] = why
@@ -127,7 +130,7 @@ class OnnxPass:
         if not all(s.map.map.diagonal for s in sites):  # a matrix and its inverse: not worth the search
             return False
         m = self._compose(sites)
-        if m is None or bool(m.map.c.any()) or bool((m.map.a != 1).any()):  # c first: a norm's is rarely 0
+        if m is None or bool(m.map.c.any()) or not m.map.shift_only:  # c first: a norm's is rarely 0
             return False
         tail, source = sites[-1].output, sites[0].input
         if tail.is_graph_output():
@@ -138,21 +141,25 @@ class OnnxPass:
         return True
 
     # ---- backward ----------------------------------------------------------------------------
-    def _try_backward(self, sites: list[NormSite]) -> str | None:
-        value = sites[0].input
+    def _producer(self, chain: list[NormSite]) -> tuple[Rule, Layer] | str:
+        """The rule and the layer that produces the chain's input, or why no prefix folds back."""
+        value = chain[0].input
         producer = value.producer()
         if producer is None:
             return f"its input is {_source(value)}, not the output of a Conv/ConvTranspose/Gemm/MatMul"
-        rule = rule_for(BACKWARD, producer) if producer.domain in ONNX_DOMAINS else None
+        rule = rule_for(BACKWARD, producer)
         if rule is None:
             return f"its input comes from {label(producer)} ({producer.op_type}), not a Conv/ConvTranspose/Gemm/MatMul"
-        readers = users(value)
-        if value.is_graph_output() or readers != [sites[0].nodes[0]]:
+        if value.is_graph_output() or users(value) != [chain[0].nodes[0]]:
             return f"the output of {label(producer)} also feeds {describe_users(value)}"
-        got = self._folded(rule, producer, value.name, sites)
+        layer = self._layer(producer, backward=True)
+        return layer if isinstance(layer, str) else (rule, layer)
+
+    def _try_backward(self, sites: list[NormSite], rule: Rule, layer: Layer) -> str | None:
+        got = self._folded(rule, layer, sites)
         if isinstance(got, str):
             return got
-        layer, rewrite, tensors = got
+        rewrite, tensors = got
         tail = sites[-1].output
         node = self._install(layer, rewrite, tensors)
         out = node.outputs[0]
@@ -166,26 +173,32 @@ class OnnxPass:
         return None
 
     # ---- forward -----------------------------------------------------------------------------
-    def _try_forward(self, sites: list[NormSite]) -> str | None:
-        tail = sites[-1].output
+    def _consumer(self, chain: list[NormSite]) -> tuple[Rule, Layer, list[ir.Node]] | str:
+        """The rule and the layer that reads the chain's output (and the Shape/Size readers beside
+        it), or why no suffix folds forward."""
+        tail = chain[-1].output
         if tail.is_graph_output():
             return "its output is a graph output"
         readers = users(tail)
-        shape_only = [n for n in readers if n.domain in ONNX_DOMAINS and n.op_type in SHAPE_READERS]
+        shape_only = [n for n in readers if is_onnx(n, *SHAPE_READERS)]
         others = [n for n in readers if n not in shape_only]
         if len(others) != 1:
             return f"its output feeds {len(others)} nodes ({describe_users(tail)})"
         consumer = others[0]
-        rule = rule_for(FORWARD, consumer) if consumer.domain in ONNX_DOMAINS else None
+        rule = rule_for(FORWARD, consumer)
         if rule is None:
             return f"its output feeds {label(consumer)} ({consumer.op_type}), not a Conv/Gemm/MatMul"
         if consumer.inputs[0] is not tail:
             return f"its output is not the data input of {label(consumer)}"
-        got = self._folded(rule, consumer, tail.name, sites)
+        layer = self._layer(consumer, backward=False)
+        return layer if isinstance(layer, str) else (rule, layer, shape_only)
+
+    def _try_forward(self, sites: list[NormSite], rule: Rule, layer: Layer, shape_only: list[ir.Node]) -> str | None:
+        got = self._folded(rule, layer, sites)
         if isinstance(got, str):
             return got
-        layer, rewrite, tensors = got
-        source = sites[0].input
+        rewrite, tensors = got
+        consumer, tail, source = layer.node, sites[-1].output, sites[0].input
         if rewrite.shift is not None:
             rank = layer.weight.dim()  # a Conv's input has the rank of its weight
             nu, why = cast(rewrite.shift.reshape(1, -1, *[1] * (rank - 2)), tensors["dtype"], "the input shift nu")
@@ -214,13 +227,13 @@ class OnnxPass:
         """Add the bias a forward MatMul fold leaves: into the Add that follows, else as a new Add."""
         out = node.outputs[0]
         add = users(out)[0] if len(users(out)) == 1 and not out.is_graph_output() else None
-        if add is not None and add.domain in ONNX_DOMAINS and add.op_type == "Add":
+        if add is not None and is_onnx(add, "Add"):
             k_index = 1 if add.inputs[0] is out else 0
             k = constant(add.inputs[k_index])
             rank = self.shapes.rank(out.name) if self.shapes.rank(out.name) is not None else 0
             if k is not None and k.ndim <= rank and all(d == 1 for d in k.shape[:-1]):
                 merged = torch.from_numpy(np.asarray(k, dtype=np.float64)) + bias
-                value, why = cast(merged, TORCH_DTYPES[add.inputs[k_index].dtype], "the merged bias")
+                value, why = cast(merged, FLOAT_DTYPES[add.inputs[k_index].dtype], "the merged bias")
                 if why is None:
                     add.replace_input_with(k_index, self._initializer(f"{add.inputs[k_index].name}_folded", value))
                     out.name = self.fresh(f"{label(node)}_out")
@@ -238,19 +251,21 @@ class OnnxPass:
         added.name = name
 
     # ---- layers and tensors ------------------------------------------------------------------
-    def _folded(self, rule, node: ir.Node, value_name: str, sites: list[NormSite]) -> tuple[Layer, Rewrite, dict] | str:
-        """The layer ``node`` as the rule sees it (``value_name``: the tensor between it and the
-        chain), the rule's rewrite and its tensors cast to the layer's dtype; or the first reason not."""
-        layer = self._layer(node, value_name)
-        if isinstance(layer, str):
-            return layer
-        rewrite = self._rewrite(rule, layer, sites)
+    def _folded(self, rule: Rule, layer: Layer, sites: list[NormSite]) -> tuple[Rewrite, dict] | str:
+        """The rule's rewrite of ``layer`` for the chain ``sites`` and its tensors cast to the
+        layer's dtype; or the first reason not."""
+        m = self._compose(sites)
+        if m is None:
+            return "the chain's maps act on different axes"
+        rewrite = rule.rewrite(Site(layer, m, self.densify))
         if isinstance(rewrite, str):
             return rewrite
         tensors = self._tensors(layer, rewrite)
-        return tensors if isinstance(tensors, str) else (layer, rewrite, tensors)
+        return tensors if isinstance(tensors, str) else (rewrite, tensors)
 
-    def _layer(self, node: ir.Node, value_name: str) -> Layer | str:
+    def _layer(self, node: ir.Node, backward: bool) -> Layer | str:
+        """``node`` as the rules see it, the chain after it (``backward``) or before it; or why it
+        cannot take a fold."""
         why = unknown_version(node, op_version(node, self.opsets), self.opset)
         if why is not None:
             return why
@@ -269,10 +284,10 @@ class OnnxPass:
         weight = float64(w_value)
         if node.op_type == "MatMul" and weight.dim() != 2:
             return f"the weight of {label(node)} (MatMul) has shape {list(weight.shape)}, not a (K, M) matrix"
-        if TORCH_DTYPES.get(w_value.dtype) is None:
+        if FLOAT_DTYPES.get(w_value.dtype) is None:
             return f"the weight of {label(node)} is {w_value.dtype}, not float16/32/64"
         bias = float64(bias_value) if bias_value is not None else None
-        return Layer(node, label(node), weight, bias, self.shapes.of(value_name))
+        return Layer(node, label(node), weight, bias, self.shapes, backward)
 
     def _compose(self, sites: list[NormSite]) -> AxisMap | None:
         """The chain's map, composed once (the identity test and each rule ask for it)."""
@@ -281,17 +296,9 @@ class OnnxPass:
             self.composed[key] = _compose(sites)
         return self.composed[key]
 
-    def _rewrite(self, rule, layer: Layer, sites: list[NormSite]) -> Rewrite | str:
-        m = self._compose(sites)
-        if m is None:
-            return "the chain's maps act on different axes"
-        site = Site(layer, m, self.densify)
-        why = rule.check(site)
-        return why if why is not None else rule.rewrite(site)
-
     def _tensors(self, layer: Layer, rewrite: Rewrite) -> dict | str:
         """The rewrite's tensors cast once to the layer's dtype, or why they do not fit."""
-        dtype = TORCH_DTYPES[layer.node.inputs[1].dtype]
+        dtype = FLOAT_DTYPES[layer.node.inputs[1].dtype]
         out: dict = {"dtype": dtype}
         for key, t, what in (("weight", rewrite.weight, "the folded weight"), ("bias", rewrite.bias, "the folded bias"),
                              ("bias_after", rewrite.bias_after, "the folded bias")):

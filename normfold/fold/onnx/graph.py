@@ -10,6 +10,9 @@ import onnx_ir as ir
 import torch
 
 ONNX_DOMAINS = ("", "ai.onnx")
+# the float element types the pass folds, as torch dtypes (ir.DataType equals onnx.TensorProto's numbers)
+FLOAT_DTYPES: dict[int, torch.dtype] = {ir.DataType.FLOAT: torch.float32, ir.DataType.FLOAT16: torch.float16,
+                                        ir.DataType.DOUBLE: torch.float64}
 NAME_SCOPES = "pkg.torch.onnx.name_scopes"
 
 

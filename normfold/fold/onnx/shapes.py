@@ -23,9 +23,8 @@ import onnx
 import torch
 
 from ..errors import FoldError
+from .graph import FLOAT_DTYPES
 
-FLOAT_TYPES = {onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.FLOAT16: torch.float16,
-               onnx.TensorProto.DOUBLE: torch.float64}
 BATCHES = (1, 2)  # where a symbolic batch is given numbers
 
 Dims = tuple  # of int (static), str (a symbol) or None (unknown)
@@ -44,7 +43,7 @@ class Shapes:
 
     def float_dtype(self, name: str) -> torch.dtype | None:
         """The torch dtype of a float16/32/64 tensor; None for any other or an unknown type."""
-        return FLOAT_TYPES.get(self.types.get(name))
+        return FLOAT_DTYPES.get(self.types.get(name))
 
     def of(self, name: str) -> Dims | None:
         """The shape (None when even the rank is unknown)."""

@@ -26,12 +26,10 @@ from dataclasses import dataclass
 import onnx_ir as ir
 
 from . import norms, region
-from .graph import ONNX_DOMAINS, is_constant, label, named, op_version, sole_user, unknown_version
+from .graph import FLOAT_DTYPES, ONNX_DOMAINS, is_constant, label, named, op_version, sole_user, unknown_version
 from .maps import AxisMap
 from .region import ELEMENTWISE_OPS, LAYOUT_OPS
 from .shapes import Shapes
-
-FLOAT_IR_TYPES = (ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE)
 
 
 @dataclass
@@ -103,7 +101,7 @@ class Finder:
             return index  # BatchNormalization is float by definition
         # an untyped tensor (after an op shape inference does not know) has its constant operand's type
         other = ins[1 - index] if op in (*ELEMENTWISE_OPS, "MatMul") else None
-        return index if other is not None and other.dtype in FLOAT_IR_TYPES else None
+        return index if other is not None and other.dtype in FLOAT_DTYPES else None
 
     def _next(self, node: ir.Node, data: dict) -> ir.Node | None:
         if any(o.uses() or o.is_graph_output() for o in node.outputs[1:]):

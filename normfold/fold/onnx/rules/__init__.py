@@ -2,7 +2,7 @@
 
 The pass tries ``BACKWARD`` first (into the layer before a norm: always exact),
 then ``FORWARD`` (into the layer after it). The rule whose op type matches the
-neighbouring layer decides: its check says why not, or its rewrite folds.
+neighbouring layer decides: its rewrite says why not, or folds.
 """
 from __future__ import annotations
 

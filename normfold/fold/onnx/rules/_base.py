@@ -1,14 +1,15 @@
 """What an ONNX fold rule sees and returns.
 
-As in the torch front end (and onnxscript's rewriter), a rule has three parts:
-the op types it matches, a ``check`` that returns *why not* (a string) or None,
-and a ``rewrite`` that returns the layer's new float64 weights (or, when the
-algebra finds a reason late, that reason). Rules never touch the graph: the
-pass (``fold.py``) finds sites, calls the rule, casts the result once to the
+A rule has the op types it matches and a ``rewrite`` that returns the layer's
+new float64 weights or *why not* (a string): its checks come first in it, so
+what they compute (the map on the layer's channels, the groups to use, the
+shift nu) is computed once. Rules never touch the graph: the pass
+(``fold.py``) finds sites, calls the rule, casts the result once to the
 layer's dtype and does the surgery.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -16,8 +17,10 @@ import onnx_ir as ir
 import torch
 
 from ...algebra import ChannelMap, from_groups, to_groups
-from ...grouping import groups_for
+from ...grouping import conv_macs, groups_for
+from ..graph import attr, is_onnx
 from ..maps import AxisMap
+from ..shapes import Shapes
 
 
 @dataclass(frozen=True)
@@ -28,11 +31,25 @@ class Layer:
     name: str
     weight: torch.Tensor              # float64, in the node's layout
     bias: torch.Tensor | None         # float64: Conv/ConvTranspose B, Gemm C; None when absent
-    shape: tuple | None               # the tensor the map acts on: the layer's output (backward) or data input (forward)
+    shapes: Shapes
+    backward: bool                    # the map acts on the output (else on the data input)
 
     def attr(self, name: str, default):
-        a = self.node.attributes.get(name)
-        return default if a is None else a.value
+        return attr(self.node, name, default)
+
+    @property
+    def in_shape(self) -> tuple | None:
+        """The data input's shape (read when asked: most folds need only one side)."""
+        return self.shapes.of(self.node.inputs[0].name)
+
+    @property
+    def out_shape(self) -> tuple | None:
+        return self.shapes.of(self.node.outputs[0].name)
+
+    @property
+    def shape(self) -> tuple | None:
+        """The tensor the map acts on: the layer's output (backward) or data input (forward)."""
+        return self.out_shape if self.backward else self.in_shape
 
     @property
     def rank(self) -> int | None:
@@ -63,11 +80,10 @@ class Rule:
     name: str
     direction: str                     # "backward" (layer -> norm) or "forward" (norm -> layer)
     op_types: tuple[str, ...]
-    check: Callable[[Site], str | None]
     rewrite: Callable[[Site], "Rewrite | str"]
 
     def matches(self, node: ir.Node) -> bool:
-        return node.op_type in self.op_types
+        return is_onnx(node, *self.op_types)
 
 
 def axis_reason(site: Site, axis: int, features: str) -> str | None:
@@ -103,7 +119,13 @@ def fold_matrix(fold: Callable, w: torch.Tensor, bias: torch.Tensor | None, m: C
     return from_groups(k, transposed=False, linear=True), b
 
 
-def grouping(site: Site, m: ChannelMap, groups: int, side: str) -> tuple[int, str | None]:
-    """(groups to use, why not): a map that mixes channels across the layer's groups needs fewer
-    (``grouping.groups_for``)."""
-    return groups_for(m, groups, site.layer.name, side, site.densify)
+def grouping(site: Site, m: ChannelMap, side: str) -> tuple[int, str | None]:
+    """(groups to use, why not) for a Conv/ConvTranspose: a map that mixes channels across the
+    layer's groups needs fewer (``grouping.groups_for``, whose refusal names the MACs per sample)."""
+    layer = site.layer
+    w, groups = layer.weight, layer.attr("group", 1)
+    transposed = layer.node.op_type == "ConvTranspose"   # weight (I, O/G, *k), else (O, I/G, *k)
+    in_channels, out_channels = (w.shape[0], w.shape[1] * groups) if transposed else (w.shape[1] * groups, w.shape[0])
+    return groups_for(m, groups, layer.name, side, site.densify,
+                      lambda g: conv_macs(g, transposed, layer.in_shape, layer.out_shape, in_channels, out_channels,
+                                          math.prod(w.shape[2:])))

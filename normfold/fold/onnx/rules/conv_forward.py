@@ -16,7 +16,8 @@ norm (nothing at all when c == 0). A singular A has no shift: refused.
 """
 from __future__ import annotations
 
-from ...algebra import densify, fold_forward, from_groups, scale_inputs, to_groups
+from ...algebra import from_groups, to_groups
+from ...grouping import fold_conv
 from ._base import Rewrite, Rule, Site, axis_reason, channel_map, grouping
 
 
@@ -25,7 +26,7 @@ def zero_padded(site: Site) -> bool:
     return auto_pad in ("SAME_UPPER", "SAME_LOWER") or any(site.layer.attr("pads", ()) or ())
 
 
-def _checked(site: Site):
+def rewrite(site: Site) -> Rewrite | str:
     why = axis_reason(site, 1, "input channels")
     if why is not None:
         return why
@@ -33,40 +34,15 @@ def _checked(site: Site):
     m = channel_map(site, site.layer.weight.shape[1] * groups, "input channels")
     if isinstance(m, str):
         return m
-    new_groups, why = grouping(site, m, groups, "input")
+    new_groups, why = grouping(site, m, "input")
     if why is not None:
         return why
-    if zero_padded(site) and bool(m.c.any()) and m.shift() is None:
-        return (f"{site.layer.name} pads with zeros, which the norm's shift c would have to see at the borders, "
-                "and the norm's A is singular, so no exact input shift x - nu exists")
-    return m, new_groups
-
-
-def check(site: Site) -> str | None:
-    got = _checked(site)
-    return got if isinstance(got, str) else None
-
-
-def rewrite(site: Site) -> Rewrite | str:
-    got = _checked(site)
+    got = fold_conv(to_groups(site.layer.weight, groups, transposed=False), site.layer.bias, m, new_groups,
+                    site.layer.name, forward=True, zero_padded=zero_padded(site))
     if isinstance(got, str):
         return got
-    m, new_groups = got
-    groups = site.layer.attr("group", 1)
-    k = to_groups(site.layer.weight, groups, transposed=False)
-    if new_groups != groups:
-        k = densify(k, new_groups)
-    shift, notes = None, []
-    if zero_padded(site) and bool(m.c.any()):
-        k, b = scale_inputs(k, m), site.layer.bias
-        shift = m.shift()
-        notes.append("zero padding: input shift x - nu")
-    else:
-        k, b = fold_forward(k, site.layer.bias, m)
     attributes = {"group": new_groups} if new_groups != groups else {}
-    if attributes:
-        notes.append(f"group {groups} -> {new_groups} (densify)")
-    return Rewrite(from_groups(k, transposed=False), b, attributes, shift=shift, note="; ".join(notes))
+    return Rewrite(from_groups(got.k, transposed=False), got.bias, attributes, shift=got.shift, note=got.note)
 
 
-RULE = Rule("conv-forward", "forward", ("Conv",), check, rewrite)
+RULE = Rule("conv-forward", "forward", ("Conv",), rewrite)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from ...algebra import fold_backward
-from ._base import Layer, Rewrite, Rule, Site, channel_map, feature_map, fold_matrix
+from ...algebra import fold_backward, fold_forward
+from ._base import Layer, Rewrite, Rule, Site, feature_map, fold_matrix
 
 
 def linear_weight(layer: Layer) -> torch.Tensor:
@@ -40,18 +40,25 @@ def bias_vector(layer: Layer, features: int) -> torch.Tensor | None | str:
     return c.reshape(-1).expand(features).clone() * float(layer.attr("beta", 1.0))
 
 
-def check(site: Site) -> str | None:
-    features = linear_weight(site.layer).shape[0]
-    m = feature_map(site, 1, features, "output features")
-    b = m if isinstance(m, str) else bias_vector(site.layer, features)
-    return b if isinstance(b, str) else None
-
-
-def rewrite(site: Site) -> Rewrite | str:
+def fold(site: Site, forward: bool) -> Rewrite | str:
+    """The map folded into the Gemm's input features (``forward``) or output features; alpha = beta = 1
+    afterwards. With transA the input is stored (K, N): its features are axis 0."""
     w = linear_weight(site.layer)
-    w_new, b = fold_matrix(fold_backward, w, bias_vector(site.layer, w.shape[0]),
-                           channel_map(site, w.shape[0], "output features"))
+    if forward:
+        m = feature_map(site, 0 if site.layer.attr("transA", 0) else 1, w.shape[1], "input features")
+    else:
+        m = feature_map(site, 1, w.shape[0], "output features")
+    if isinstance(m, str):
+        return m
+    bias = bias_vector(site.layer, w.shape[0])
+    if isinstance(bias, str):
+        return bias
+    w_new, b = fold_matrix(fold_forward if forward else fold_backward, w, bias, m)
     return Rewrite(stored_weight(site.layer, w_new), b, {"alpha": 1.0, "beta": 1.0})
 
 
-RULE = Rule("gemm-backward", "backward", ("Gemm",), check, rewrite)
+def rewrite(site: Site) -> Rewrite | str:
+    return fold(site, forward=False)
+
+
+RULE = Rule("gemm-backward", "backward", ("Gemm",), rewrite)

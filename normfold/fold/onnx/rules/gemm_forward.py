@@ -10,23 +10,12 @@ its features are axis 0, so only a scalar norm folds.
 """
 from __future__ import annotations
 
-from ...algebra import fold_forward
-from ._base import Rewrite, Rule, Site, channel_map, feature_map, fold_matrix
-from .gemm_backward import bias_vector, linear_weight, stored_weight
-
-
-def check(site: Site) -> str | None:
-    w = linear_weight(site.layer)
-    m = feature_map(site, 1 if not site.layer.attr("transA", 0) else 0, w.shape[1], "input features")
-    b = m if isinstance(m, str) else bias_vector(site.layer, w.shape[0])
-    return b if isinstance(b, str) else None
+from . import gemm_backward
+from ._base import Rewrite, Rule, Site
 
 
 def rewrite(site: Site) -> Rewrite | str:
-    w = linear_weight(site.layer)
-    w_new, b = fold_matrix(fold_forward, w, bias_vector(site.layer, w.shape[0]),
-                           channel_map(site, w.shape[1], "input features"))
-    return Rewrite(stored_weight(site.layer, w_new), b, {"alpha": 1.0, "beta": 1.0})
+    return gemm_backward.fold(site, forward=True)
 
 
-RULE = Rule("gemm-forward", "forward", ("Gemm",), check, rewrite)
+RULE = Rule("gemm-forward", "forward", ("Gemm",), rewrite)

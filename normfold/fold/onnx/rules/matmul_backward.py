@@ -13,23 +13,19 @@ a higher-rank MatMul is that Add already: nothing to gain, so it is left.
 from __future__ import annotations
 
 from ...algebra import fold_backward
-from ._base import Rewrite, Rule, Site, channel_map, feature_map, fold_matrix
-
-
-def check(site: Site) -> str | None:
-    m = feature_map(site, -1, site.layer.weight.shape[1], "output features")
-    if isinstance(m, str):
-        return m
-    if site.layer.rank != 2 and m.diagonal and bool((m.a == 1).all()):
-        return (f"it is {site.layer.name}'s bias already: a MatMul has no bias input and its rank-{site.layer.rank} "
-                "output cannot become a Gemm, so the Add would stay")
-    return None
+from ._base import Rewrite, Rule, Site, feature_map, fold_matrix
 
 
 def rewrite(site: Site) -> Rewrite | str:
     w = site.layer.weight
-    w_new, b = fold_matrix(fold_backward, w.T, None, channel_map(site, w.shape[1], "output features"))
+    m = feature_map(site, -1, w.shape[1], "output features")
+    if isinstance(m, str):
+        return m
+    if site.layer.rank != 2 and m.shift_only:
+        return (f"it is {site.layer.name}'s bias already: a MatMul has no bias input and its rank-{site.layer.rank} "
+                "output cannot become a Gemm, so the Add would stay")
+    w_new, b = fold_matrix(fold_backward, w.T, None, m)
     return Rewrite(w_new.T, None, bias_after=b if bool(b.any()) else None)
 
 
-RULE = Rule("matmul-backward", "backward", ("MatMul",), check, rewrite)
+RULE = Rule("matmul-backward", "backward", ("MatMul",), rewrite)

@@ -11,18 +11,16 @@ already follows the MatMul, or becomes a Gemm's C (rank 2), or one new Add.
 from __future__ import annotations
 
 from ...algebra import fold_forward
-from ._base import Rewrite, Rule, Site, channel_map, feature_map, fold_matrix
-
-
-def check(site: Site) -> str | None:
-    m = feature_map(site, -1, site.layer.weight.shape[0], "input features")
-    return m if isinstance(m, str) else None
+from ._base import Rewrite, Rule, Site, feature_map, fold_matrix
 
 
 def rewrite(site: Site) -> Rewrite | str:
     w = site.layer.weight
-    w_new, b = fold_matrix(fold_forward, w.T, None, channel_map(site, w.shape[0], "input features"))
+    m = feature_map(site, -1, w.shape[0], "input features")
+    if isinstance(m, str):
+        return m
+    w_new, b = fold_matrix(fold_forward, w.T, None, m)
     return Rewrite(w_new.T, None, bias_after=b if bool(b.any()) else None)
 
 
-RULE = Rule("matmul-forward", "forward", ("MatMul",), check, rewrite)
+RULE = Rule("matmul-forward", "forward", ("MatMul",), rewrite)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ...algebra import ChannelMap, cast, from_groups, to_groups
-from ...grouping import groups_for
+from ...grouping import conv_macs, groups_for
 
 
 @dataclass(frozen=True)
@@ -90,14 +90,8 @@ def rebuilt(module: nn.Module, k: torch.Tensor, bias: torch.Tensor, groups: int 
 
 def macs_per_sample(module: nn.Module, groups: int, in_shape, out_shape) -> int | None:
     """Multiply-accumulates of one sample through a conv with ``groups`` groups."""
-    kernel = math.prod(module.kernel_size)
-    if isinstance(module, CONV_TRANSPOSES):
-        if in_shape is None:
-            return None
-        return math.prod(in_shape[1:]) * (module.out_channels // groups) * kernel
-    if out_shape is None:
-        return None
-    return math.prod(out_shape[1:]) * (module.in_channels // groups) * kernel
+    return conv_macs(groups, isinstance(module, CONV_TRANSPOSES), in_shape, out_shape, module.in_channels,
+                     module.out_channels, math.prod(module.kernel_size))
 
 
 def densify_reason(site: Site, side: str) -> tuple[int, str | None]:

@@ -11,26 +11,25 @@ otherwise the site is refused and the reason names that cost.
 """
 from __future__ import annotations
 
-from ...algebra import densify, fold_backward
+from ...grouping import fold_conv
 from ._base import CONVS, Rewrite, Rule, Site, channel_mismatch, densify_reason, grouped_weight, layout_reason, rebuilt
 
 
 def check(site: Site) -> str | None:
     return (channel_mismatch(site, site.module.out_channels, "output channels")
-            or layout_reason(site, site.out_shape, 1, "output") or densify_reason(site, "output")[1])
+            or layout_reason(site, site.out_shape, 1, "output"))
 
 
 def rewrite(site: Site) -> Rewrite | str:
-    k, groups, _ = grouped_weight(site.module)
-    new_groups, _ = densify_reason(site, "output")
-    if new_groups != groups:
-        k = densify(k, new_groups)
-    k, b = fold_backward(k, site.module.bias, site.map)
-    new = rebuilt(site.module, k, b, new_groups)
-    if isinstance(new, str):
-        return new
-    note = f"groups {groups} -> {new_groups} (densify)" if new_groups != groups else ""
-    return Rewrite(new, note=note)
+    new_groups, why = densify_reason(site, "output")
+    if why is not None:
+        return why
+    k, _, _ = grouped_weight(site.module)
+    fold = fold_conv(k, site.module.bias, site.map, new_groups, site.name, forward=False)
+    if isinstance(fold, str):
+        return fold
+    new = rebuilt(site.module, fold.k, fold.bias, new_groups)
+    return new if isinstance(new, str) else Rewrite(new, note=fold.note)
 
 
 RULE = Rule("conv-backward", "backward", CONVS, check, rewrite)

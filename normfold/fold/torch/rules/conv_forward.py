@@ -21,7 +21,7 @@ shift: the site is refused with the reason.
 """
 from __future__ import annotations
 
-from ...algebra import densify, fold_forward, scale_inputs
+from ...grouping import fold_conv
 from ._base import CONVS, Rewrite, Rule, Site, channel_mismatch, densify_reason, grouped_weight, layout_reason, rebuilt
 
 
@@ -30,35 +30,22 @@ def zero_padded(conv) -> bool:
 
 
 def check(site: Site) -> str | None:
-    why = (channel_mismatch(site, site.module.in_channels, "input channels")
-           or layout_reason(site, site.in_shape, 1, "input") or densify_reason(site, "input")[1])
-    if why is None and zero_padded(site.module) and bool(site.map.c.any()) and site.map.shift() is None:
-        return (
-            f"{site.name} pads with zeros, which the norm's shift c would have to see at the borders, "
-            "and the norm's A is singular, so no exact input shift x - nu exists"
-        )
-    return why
+    return (channel_mismatch(site, site.module.in_channels, "input channels")
+            or layout_reason(site, site.in_shape, 1, "input"))
 
 
 def rewrite(site: Site) -> Rewrite | str:
-    k, groups, _ = grouped_weight(site.module)
-    new_groups, _ = densify_reason(site, "input")
-    if new_groups != groups:
-        k = densify(k, new_groups)
-    shift, note = None, ""
-    if zero_padded(site.module) and bool(site.map.c.any()):
-        k, b = scale_inputs(k, site.map), site.module.bias
-        if b is None:
-            b = k.new_zeros(k.shape[0] * k.shape[1])
-        shift, note = site.map.shift(), "zero padding: input shift x - nu"
-    else:
-        k, b = fold_forward(k, site.module.bias, site.map)
-    new = rebuilt(site.module, k, b.detach().double(), new_groups)
-    if isinstance(new, str):
-        return new
-    if new_groups != groups:
-        note = "; ".join(filter(None, [note, f"groups {groups} -> {new_groups} (densify)"]))
-    return Rewrite(new, shift=shift, note=note)
+    new_groups, why = densify_reason(site, "input")
+    if why is not None:
+        return why
+    k, _, _ = grouped_weight(site.module)
+    fold = fold_conv(k, site.module.bias, site.map, new_groups, site.name, forward=True,
+                     zero_padded=zero_padded(site.module))
+    if isinstance(fold, str):
+        return fold
+    bias = fold.bias if fold.bias is not None else fold.k.new_zeros(fold.k.shape[0] * fold.k.shape[1])
+    new = rebuilt(site.module, fold.k, bias, new_groups)
+    return new if isinstance(new, str) else Rewrite(new, shift=fold.shift, note=fold.note)
 
 
 RULE = Rule("conv-forward", "forward", CONVS, check, rewrite)
