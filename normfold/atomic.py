@@ -36,6 +36,14 @@ from typing import Iterator
 HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def written_in_place(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a device or a pipe (/dev/null, /dev/stdout, a FIFO): written to as open()
+    does, by the name given (/dev/stdout on a pipe resolves to "/proc/N/fd/pipe:[...]", which no
+    open() finds), with no temporary file beside it."""
+    given = Path(path)
+    return given.exists() and not given.is_file() and not given.is_dir()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds.
@@ -43,11 +51,8 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = ".tmp") -> Iterator[Pa
     ``suffix`` matters to writers that pick a format from the file name
     (matplotlib's ``savefig``). Raises OSError if the directory cannot be written.
     """
-    given = Path(path)
-    if given.exists() and not given.is_file() and not given.is_dir():
-        # a device or a pipe: write to it, as open() does (by the name given: /dev/stdout on a pipe
-        # resolves to "/proc/N/fd/pipe:[...]", which no open() finds)
-        yield given
+    if written_in_place(path):
+        yield Path(path)
         return
     target = Path(os.path.realpath(path))
     mode = file_mode(target)

@@ -26,7 +26,7 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from .._messages import first_line, is_out_of_memory, plain
-from ..atomic import same_file, write_text
+from ..atomic import same_file, write_text, written_in_place
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_SHAPE = (1, 3, 224, 224)  # for a file model without --input-shape
@@ -180,9 +180,7 @@ def check_paths(outputs: Iterable[Output], inputs: Iterable[tuple[str, str | os.
 
 
 def _check_writable(out: Output, real: Path, probed: set[Path]) -> None:
-    # /dev/stdout, /dev/null, a FIFO: written in place (atomic_path does), nothing to create beside it;
-    # stat the path as given: a pipe behind /dev/stdout resolves to no name ("/proc/N/fd/pipe:[...]")
-    if out.path.exists() and not out.path.is_file() and not out.path.is_dir():
+    if written_in_place(out.path):  # nothing to create beside it
         if not os.access(out.path, os.W_OK):
             raise UsageError(f"{out.label} cannot be written: permission denied")
         return
