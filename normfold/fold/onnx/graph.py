@@ -49,8 +49,24 @@ def is_constant(value: ir.Value | None) -> bool:
 
 
 def constant(value: ir.Value | None) -> np.ndarray | None:
-    """The value's stored tensor; None for anything computed or overridable (a graph input)."""
-    return value.const_value.numpy() if is_constant(value) else None
+    """The value's stored tensor (read-only); None for anything computed or overridable (a graph input)."""
+    if not is_constant(value):
+        return None
+    tensor = value.const_value
+    if type(tensor) is ir.TensorProtoTensor:  # as read from the file: its bytes as they are stored
+        proto = tensor.raw
+        dtype = _RAW_DTYPES.get(proto.data_type)
+        if dtype is not None and proto.HasField("raw_data"):
+            return np.frombuffer(proto.raw_data, dtype).reshape(proto.dims)
+        if proto.data_type == ir.DataType.FLOAT and proto.float_data:  # as paddle2onnx stores them
+            return np.asarray(proto.float_data, dtype=np.float32).reshape(proto.dims)
+    return tensor.numpy()
+
+
+# the stored (little-endian) layout of the numeric types the pass reads; other types go through onnx-ir
+_RAW_DTYPES = {ir.DataType.FLOAT: np.dtype("<f4"), ir.DataType.DOUBLE: np.dtype("<f8"),
+               ir.DataType.FLOAT16: np.dtype("<f2"), ir.DataType.INT64: np.dtype("<i8"),
+               ir.DataType.INT32: np.dtype("<i4")}
 
 
 def float64(value: ir.Value) -> torch.Tensor:

@@ -83,11 +83,15 @@ def _stored(graph: onnx.GraphProto) -> tuple[list[tuple[str, onnx.TensorProto]],
     gives it, and the count of numbers in attribute lists: one pass over the nodes."""
     tensors = [(t.name, t) for t in graph.initializer]
     lists = 0
+    tensor, numbers = onnx.AttributeProto.TENSOR, (onnx.AttributeProto.INTS, onnx.AttributeProto.FLOATS)
     for node in graph.node:
         for a in node.attribute:
-            if a.type == onnx.AttributeProto.TENSOR:
-                tensors.append((a.t.name or node.name, a.t))
-            lists += len(a.ints) + len(a.floats)
+            kind = a.type
+            if kind == tensor:
+                t = a.t
+                tensors.append((t.name or node.name, t))
+            elif kind in numbers:
+                lists += len(a.ints) + len(a.floats)
     return tensors, lists
 
 
@@ -136,20 +140,17 @@ def _working(proto: onnx.ModelProto) -> onnx.ModelProto:
         return out
     _copy_fields(proto, out, skip=("graph",))
     _copy_fields(source, out.graph, skip=("node", "value_info"))
-    for item in made:  # copied once, into place
-        if isinstance(item, onnx.NodeProto):
-            tensor = out.graph.initializer.add()
-            tensor.CopyFrom(item.attribute[0].t)
-            tensor.name = item.output[0]
-        else:
-            out.graph.initializer.append(item)
+    start = len(out.graph.initializer)
+    out.graph.initializer.extend(t for t, _ in made)  # copied once, in C
+    for tensor, (_, name) in zip(out.graph.initializer[start:], made):
+        tensor.name = name
     out.graph.node.extend(keep)
     return out
 
 
 def _lifted(source: onnx.GraphProto, proto: onnx.ModelProto) -> tuple[list[onnx.NodeProto], list]:
-    """(the nodes that stay, the initializers made of the others: a Constant node, whose tensor is
-    copied into place, or the tensor a node computes), in one pass over the nodes."""
+    """(the nodes that stay, the initializers made of the others as (tensor, name): a Constant
+    node's tensor, to be copied into place, or the tensor a node computes), in one pass over the nodes."""
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     outputs = {o.name for o in source.output}
     overridable = {i.name for i in source.input}  # an initializer that is also a graph input is a default
@@ -158,11 +159,12 @@ def _lifted(source: onnx.GraphProto, proto: onnx.ModelProto) -> tuple[list[onnx.
     for node in source.node:
         op, tensor = node.op_type, None
         if op == "Constant" or op in _SIMPLE:
-            if node.domain not in ("", "ai.onnx") or len(node.output) != 1 or node.output[0] in outputs:
+            out = node.output
+            if node.domain not in ("", "ai.onnx") or len(out) != 1 or (name := out[0]) in outputs:
                 pass
-            elif op == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
-                stored[node.output[0]] = node.attribute[0].t
-                made.append(node)
+            elif op == "Constant" and len(attrs := node.attribute) == 1 and (a := attrs[0]).name == "value":
+                stored[name] = a.t
+                made.append((stored[name], name))
                 continue
             elif op != "Constant" and (ins := [i for i in node.input if i]) and all(i in stored for i in ins):
                 value = _evaluate(node, [numpy_helper.to_array(stored[i]) for i in node.input if i], opset)
@@ -171,7 +173,7 @@ def _lifted(source: onnx.GraphProto, proto: onnx.ModelProto) -> tuple[list[onnx.
             keep.append(node)
         else:
             stored[tensor.name] = tensor
-            made.append(tensor)
+            made.append((tensor, tensor.name))
     return keep, made
 
 
@@ -249,7 +251,7 @@ def _annotate(graph: ir.Graph, shapes: Shapes) -> None:
             dims = shapes.of(value.name)
             if dims is not None and value.shape is None:
                 value.shape = ir.Shape([d for d in dims])
-            elem = shapes.types.get(value.name)
+            elem = shapes.elem_type(value.name)
             if elem and value.type is None:
                 value.type = ir.TensorType(ir.DataType(elem))
 

@@ -34,22 +34,28 @@ Dims = tuple  # of int (static), str (a symbol) or None (unknown)
 class Shapes:
     """Tensor name -> shape and element type, from one run of shape inference."""
 
-    types_: dict[str, onnx.TypeProto]                              # as inferred, read on demand
-    types: dict[str, int]                                          # onnx.TensorProto element types
+    types_: dict[str, onnx.TypeProto | tuple[Dims, int]]           # as inferred (a stored tensor: dims, type)
     batch: frozenset[str] = frozenset()                            # the batch symbols
     symbolic: dict[str, tuple[str, ...]] = field(default_factory=dict)  # input -> its other symbolic dims
     label: str = "the model"
     _dims: dict[str, Dims | None] = field(default_factory=dict, repr=False, compare=False)  # read so far
 
+    def elem_type(self, name: str) -> int | None:
+        """The onnx.TensorProto element type (None or 0 when unknown)."""
+        tp = self.types_.get(name)
+        if tp is None:
+            return None
+        return tp[1] if isinstance(tp, tuple) else tp.tensor_type.elem_type
+
     def float_dtype(self, name: str) -> torch.dtype | None:
         """The torch dtype of a float16/32/64 tensor; None for any other or an unknown type."""
-        return FLOAT_DTYPES.get(self.types.get(name))
+        return FLOAT_DTYPES.get(self.elem_type(name))
 
     def of(self, name: str) -> Dims | None:
         """The shape (None when even the rank is unknown)."""
         if name not in self._dims:
             tp = self.types_.get(name)
-            self._dims[name] = tp if isinstance(tp, tuple) else (_dims(tp) if tp is not None else None)
+            self._dims[name] = tp[0] if isinstance(tp, tuple) else (_dims(tp) if tp is not None else None)
         return self._dims[name]
 
 
@@ -128,8 +134,7 @@ def infer(skeleton: onnx.ModelProto, data_inputs: Sequence[str], input_shapes: M
                 batch.add(name)
             else:
                 symbolic.setdefault(inp.name, []).append(name)
-    protos, types = _run(model)
-    return Shapes(protos, types, frozenset(batch), {k: tuple(v) for k, v in symbolic.items()}, label)
+    return Shapes(_run(model), frozenset(batch), {k: tuple(v) for k, v in symbolic.items()}, label)
 
 
 def _checked(inputs, given: dict, label: str) -> dict[str, list[int]]:
@@ -160,18 +165,17 @@ def _dims(tp: onnx.TypeProto) -> Dims | None:
     return tuple(out)
 
 
-def _run(model: onnx.ModelProto) -> tuple[dict[str, onnx.TypeProto | Dims], dict[str, int]]:
+def _run(model: onnx.ModelProto) -> dict[str, onnx.TypeProto | tuple[Dims, int]]:
     model = _inferred(model)
-    if _reshape_ranks(model):  # a Reshape to a computed shape of known length: its rank, then all after it
-        model = _inferred(model)
-    protos, types = {}, {}
-    for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
-        tp = vi.type
-        protos[vi.name] = tp
-        types[vi.name] = tp.tensor_type.elem_type
-    for t in model.graph.initializer:
-        protos[t.name], types[t.name] = tuple(t.dims), t.data_type
-    return protos, types
+    g = model.graph
+    infos = {vi.name: vi for vi in [*g.input, *g.value_info, *g.output]}
+    ranked = _reshape_ranks(g, infos)  # a Reshape to a computed shape of known length: its rank, then all after it
+    if ranked:
+        _inferred_after(model, infos, ranked)
+    protos: dict = {name: vi.type for name, vi in infos.items()}
+    for t in g.initializer:
+        protos[t.name] = (tuple(t.dims), t.data_type)
+    return protos
 
 
 def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -181,33 +185,104 @@ def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
-def _reshape_ranks(model: onnx.ModelProto) -> bool:
+def _reshape_ranks(g: onnx.GraphProto, infos: dict[str, onnx.ValueInfoProto]) -> list[str]:
     """Give rank-only shapes to Reshapes whose target is computed (Shape -> Slice -> Concat, as
     paddle2onnx writes a flatten) but has a static length k: their output has rank k. ONNX's
-    inference leaves such an output without a shape, and with it every op after it."""
-    g = model.graph
+    inference leaves such an output without a shape (it propagates shape values only through
+    recent op versions), and with it every op after it. Returns the outputs given a rank (added
+    to ``g.value_info`` and ``infos``)."""
     reshapes = [n for n in g.node if n.op_type == "Reshape"]
-    if not reshapes:
-        return False
-    infos = {vi.name: vi for vi in [*g.input, *g.value_info, *g.output]}
     if all(n.output[0] in infos and _dims(infos[n.output[0]].type) is not None for n in reshapes):
-        return False
-    changed = False
+        return []
+    ranked = []
     for node in reshapes:
         if len(node.input) < 2 or node.input[1] not in infos:
             continue
         target = _dims(infos[node.input[1]].type)
         out = infos.get(node.output[0])
         if out is None:
-            out = g.value_info.add()
-            out.name = node.output[0]
             source = infos.get(node.input[0])
             if source is None or not source.type.HasField("tensor_type"):
                 continue
+            out = infos[node.output[0]] = g.value_info.add(name=node.output[0])
             out.type.tensor_type.elem_type = source.type.tensor_type.elem_type
         if _dims(out.type) is None and target and len(target) == 1 and isinstance(target[0], int):
             shape = out.type.tensor_type.shape
             for i in range(target[0]):
                 shape.dim.add().dim_param = f"{node.output[0]}:{i}"
-            changed = True
-    return changed
+            ranked.append(node.output[0])
+    return ranked
+
+
+def _inferred_after(model: onnx.ModelProto, infos: dict[str, onnx.ValueInfoProto], ranked: list[str]) -> None:
+    """Shape inference again for the nodes downstream of ``ranked`` only, merged into ``infos``.
+
+    Those nodes, with the integer (shape) computations that feed them, whose values ONNX
+    propagates as data, and every other tensor they read declared as an input of its inferred
+    type, are a model of their own: inferring it gives what a second run over the whole graph
+    would (up to the names of fresh symbols), at the cost of the nodes after the first flatten.
+    A node with a subgraph, which may read any outer tensor, falls back to the whole model.
+    """
+    g = model.graph
+    nodes = list(g.node)
+    tainted, picked = set(ranked), set()
+    for i, node in enumerate(nodes):
+        if not tainted.isdisjoint(node.input):
+            picked.add(i)
+            tainted.update(node.output)
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
+    wanted = [name for i in picked for name in nodes[i].input]
+    while wanted:  # the integer computations (of shapes) feeding them: ONNX propagates their values
+        name = wanted.pop()
+        i = producer.get(name)
+        if i is None or i in picked or not _integer(infos.get(name)):
+            continue
+        picked.add(i)
+        wanted.extend(nodes[i].input)
+    part_nodes = [nodes[i] for i in sorted(picked)]
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in part_nodes for a in n.attribute):
+        again = _inferred(model)
+        infos.clear()
+        infos.update((vi.name, vi) for vi in [*again.graph.input, *again.graph.value_info, *again.graph.output])
+        return
+    part = onnx.ModelProto(ir_version=model.ir_version)
+    part.opset_import.extend(model.opset_import)
+    part.functions.extend(model.functions)
+    part.graph.node.extend(part_nodes)
+    produced = {o for n in part_nodes for o in n.output}
+    part.graph.value_info.extend(infos[name] for name in ranked if name in produced)  # a flatten after a flatten
+    stored = {t.name: t for t in g.initializer}
+    declared = set()
+    for name in (i for n in part_nodes for i in n.input):
+        if not name or name in produced or name in declared:
+            continue
+        declared.add(name)
+        if name in stored:
+            part.graph.initializer.append(stored[name])
+        elif name in infos:
+            part.graph.input.append(infos[name])
+    outputs = {vi.name for vi in g.output}
+    for vi in _inferred(part).graph.value_info:
+        if vi.name not in tainted or vi.name in ranked:
+            continue
+        if vi.name in outputs:
+            _merge(infos[vi.name].type, vi.type)
+        else:
+            infos[vi.name] = vi
+
+
+def _merge(declared: onnx.TypeProto, inferred: onnx.TypeProto) -> None:
+    """A graph output's declared type with what inference found, as ONNX merges them: the inferred
+    shape where none is declared, else each inferred number over a declared symbol."""
+    if _dims(declared) is None:
+        declared.CopyFrom(inferred)
+        return
+    dims, found = declared.tensor_type.shape.dim, inferred.tensor_type.shape.dim
+    if len(dims) == len(found):
+        for d, f in zip(dims, found):
+            if f.HasField("dim_value"):
+                d.dim_value = f.dim_value
+
+
+def _integer(info: onnx.ValueInfoProto | None) -> bool:
+    return info is not None and info.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
