@@ -59,13 +59,14 @@ class Finder:
     """Runs, their sites and the maps, for one graph (the main graph of the model)."""
 
     def __init__(self, graph: ir.Graph, shapes: Shapes, opsets: dict[str, int]):
-        self.graph, self.shapes = graph, shapes
+        self.graph, self.shapes, self.opsets = graph, shapes, opsets
         self.opset = opsets.get("", opsets.get("ai.onnx"))
-        self.versions = {n: op_version(n, opsets) for n in graph}
+        self.versions: dict[ir.Node, int | None] = {}  # of the nodes in runs (sites are made of nothing else)
 
     def runs(self) -> list[list[NormSite | None]]:
         """Each run as its sites in order, ``None`` where a node breaks the sequence."""
         data = {n: i for n in self.graph if (i := self.data_input(n)) is not None}
+        self.versions = {n: op_version(n, self.opsets) for n in data}
         after = {n: self._next(n, data) for n in data}
         has_prev = {m for m in after.values() if m is not None}
         out = []
