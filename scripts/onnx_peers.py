@@ -4,7 +4,8 @@
 
 For each file and tool, in one run: nodes left, BatchNormalization / Mul / Add
 (and Sub + Div) left, the tool's time (median of ``--repeats``, the tools
-interleaved in every repeat), and whether each output is still right: the
+interleaved in every repeat, each run after an untimed ``gc.collect()`` so that
+no tool pays for the garbage the one before it left), and whether each output is still right: the
 tool's output on onnxruntime (CPU, float32) against the original evaluated in
 float64 (onnx.reference), within K times the original's own float32 error plus
 a floor (the tolerance rule of tests/conftest.py), at batch 1 and 2.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import json
 import os
 import platform
@@ -139,6 +141,7 @@ def measure(entry: dict, repeats: int) -> dict:
         for tool in TOOLS:
             if tool in errors:
                 continue
+            gc.collect()  # untimed: no tool pays for the garbage of the one before it
             start, start_cpu = time.perf_counter(), time.process_time()
             run_tool(tool, model, shapes)
             times[tool].append(time.perf_counter() - start)
@@ -195,7 +198,8 @@ def markdown(results: list[dict], meta: dict) -> str:
         "# normfold's ONNX fold beside onnxsim, onnxslim and onnxruntime (basic level)",
         "",
         f"`{meta['command']}` on {meta['machine']}, {meta['date']}; {meta['versions']}.",
-        f"Time: median of {meta['repeats']} runs, the tools interleaved, model proto in, model proto out "
+        f"Time: median of {meta['repeats']} runs, the tools interleaved, each run after an untimed `gc.collect()` "
+        "(no tool pays for the garbage of the one before it), model proto in, model proto out "
         "(onnxruntime: creating the session that saves its optimized model); wall clock and process CPU time "
         "(the machine's 2 cores are shared with other jobs: CPU time is the steadier of the two). "
         "Right: every output of the tool's "
@@ -242,13 +246,14 @@ def markdown(results: list[dict], meta: dict) -> str:
               "reading each region's grouped product off its ops and folding its C x C matrix (block by block) "
               "into each conv weight in float64.",
               "- Where the work is the same (ppocr-cls, mobilenetv2-bn: batch norms into convs, the rest "
-              "left as it is), onnxsim's C++ is as fast as normfold or faster: normfold's fixed cost is Python "
-              "reading and writing the graph (on ppocr-cls, of about 35 ms: 6 ms checking and copying the file, "
-              "4 ms shape inference, 6 ms building the onnx-ir graph, 4 ms writing it; the folds 13 ms, "
-              "`/tmp`-free breakdown by timing each step of normfold.fold.onnx.api._fold). Where a file has "
-              "more to do than batch norms (ppocr-det/rec) normfold is the faster.",
+              "left as it is), normfold's Python is about as fast as onnxsim's C++: its fixed cost is reading "
+              "and writing the graph (on ppocr-cls, of about 32 ms timed step by step in "
+              "normfold.fold.onnx.api._fold: 4 ms checking the file and lifting its Constant nodes, 2 ms shape "
+              "inference, 6 ms building the onnx-ir graph, 4 ms writing it; the folds themselves 13 ms). "
+              "Where a file has more to do than batch norms (ppocr-det/rec) normfold is the faster.",
               "- normfold pauses Python's cyclic garbage collector during the fold (the onnx-ir graph is "
-              "thousands of linked objects); the time includes collecting that graph when the fold returns.",
+              "thousands of linked objects); the collector runs again as the fold returns, and the time "
+              "includes that collection of what the fold left.",
               "- The trap: onnxslim folds the (16,) constant as a per-channel scale although it scales the "
               "width; its output is wrong by 10^4 times the float32 budget. normfold reports the site as "
               "skipped: the map acts on axis 3, not the channel axis.",

@@ -169,9 +169,9 @@ def _run(model: onnx.ModelProto) -> dict[str, onnx.TypeProto | tuple[Dims, int]]
     model = _inferred(model)
     g = model.graph
     infos = {vi.name: vi for vi in [*g.input, *g.value_info, *g.output]}
-    ranked = _reshape_ranks(g, infos)  # a Reshape to a computed shape of known length: its rank, then all after it
+    first, ranked = _reshape_ranks(g, infos)  # a Reshape to a computed shape of known length: its rank, then all after it
     if ranked:
-        _inferred_after(model, infos, ranked)
+        _inferred_after(model, infos, first, ranked)
     protos: dict = {name: vi.type for name, vi in infos.items()}
     for t in g.initializer:
         protos[t.name] = (tuple(t.dims), t.data_type)
@@ -189,13 +189,13 @@ def _reshape_ranks(g: onnx.GraphProto, infos: dict[str, onnx.ValueInfoProto]) ->
     """Give rank-only shapes to Reshapes whose target is computed (Shape -> Slice -> Concat, as
     paddle2onnx writes a flatten) but has a static length k: their output has rank k. ONNX's
     inference leaves such an output without a shape (it propagates shape values only through
-    recent op versions), and with it every op after it. Returns the outputs given a rank (added
-    to ``g.value_info`` and ``infos``)."""
-    reshapes = [n for n in g.node if n.op_type == "Reshape"]
-    if all(n.output[0] in infos and _dims(infos[n.output[0]].type) is not None for n in reshapes):
-        return []
-    ranked = []
-    for node in reshapes:
+    recent op versions), and with it every op after it. Returns (the index of the first such
+    node, the outputs given a rank: added to ``g.value_info`` and ``infos``)."""
+    reshapes = [(i, n) for i, n in enumerate(g.node) if n.op_type == "Reshape"]
+    if all(n.output[0] in infos and _dims(infos[n.output[0]].type) is not None for _, n in reshapes):
+        return 0, []
+    first, ranked = None, []
+    for index, node in reshapes:
         if len(node.input) < 2 or node.input[1] not in infos:
             continue
         target = _dims(infos[node.input[1]].type)
@@ -211,27 +211,29 @@ def _reshape_ranks(g: onnx.GraphProto, infos: dict[str, onnx.ValueInfoProto]) ->
             for i in range(target[0]):
                 shape.dim.add().dim_param = f"{node.output[0]}:{i}"
             ranked.append(node.output[0])
-    return ranked
+            first = index if first is None else first
+    return first or 0, ranked
 
 
-def _inferred_after(model: onnx.ModelProto, infos: dict[str, onnx.ValueInfoProto], ranked: list[str]) -> None:
+def _inferred_after(model: onnx.ModelProto, infos: dict[str, onnx.ValueInfoProto], first: int, ranked: list[str]) -> None:
     """Shape inference again for the nodes downstream of ``ranked`` only, merged into ``infos``.
 
     Those nodes, with the integer (shape) computations that feed them, whose values ONNX
     propagates as data, and every other tensor they read declared as an input of its inferred
     type, are a model of their own: inferring it gives what a second run over the whole graph
-    would (up to the names of fresh symbols), at the cost of the nodes after the first flatten.
-    A node with a subgraph, which may read any outer tensor, falls back to the whole model.
+    would (up to the names of fresh symbols), at the cost of the nodes after the first flatten
+    (node ``first``). A node with a subgraph, which may read any outer tensor, falls back to the
+    whole model.
     """
     g = model.graph
     nodes = list(g.node)
     tainted, picked = set(ranked), set()
-    for i, node in enumerate(nodes):
-        if not tainted.isdisjoint(node.input):
+    for i in range(first + 1, len(nodes)):  # nodes are in topological order
+        if not tainted.isdisjoint(nodes[i].input):
             picked.add(i)
-            tainted.update(node.output)
-    producer = {o: i for i, n in enumerate(nodes) for o in n.output}
-    wanted = [name for i in picked for name in nodes[i].input]
+            tainted.update(nodes[i].output)
+    wanted = [name for i in picked for name in nodes[i].input if name not in tainted and _integer(infos.get(name))]
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output} if wanted else {}
     while wanted:  # the integer computations (of shapes) feeding them: ONNX propagates their values
         name = wanted.pop()
         i = producer.get(name)
