@@ -84,6 +84,9 @@ def bench(
     else:
         if sample_shape is None:
             raise BenchError("with ONNX files only, give sample_shape (the input shape without the batch axis)")
+        if export_dir is not None:
+            raise BenchError(f"export_dir={str(export_dir)!r} is where a model's variants are exported; "
+                             "with ONNX files only there is nothing to export")
         sample_shape = tuple(int(d) for d in sample_shape)
         batch_sizes = tuple(batch_sizes) if batch_sizes else (1,)
     if any(int(b) < 1 for b in batch_sizes):

@@ -141,6 +141,7 @@ def test_onnx_files_only_and_a_fixed_batch_is_skipped_with_the_reason(tmp_path):
     ({"onnx_files": ["x.onnx"]}, "sample_shape"),
     ({"onnx_files": ["x.onnx"], "sample_shape": SAMPLE_SHAPE, "providers": ("tpu",)}, "unknown provider"),
     ({"onnx_files": ["x.onnx"], "sample_shape": SAMPLE_SHAPE, "rounds": 0}, "rounds"),
+    ({"onnx_files": ["x.onnx"], "sample_shape": SAMPLE_SHAPE, "export_dir": "out"}, "export_dir='out'.*nothing to export"),
 ])
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(BenchError, match=match):
