@@ -253,3 +253,64 @@ def test_an_initializer_that_is_a_graph_input_stays_overridable():
             for m in (model, folded)]
     assert np.array_equal(runs[0], np.full((2, 3), 5.0, np.float32))   # the caller's k is used
     assert np.array_equal(runs[1], runs[0])
+
+
+def _branch(name: str, rng, extra: list) -> onnx.GraphProto:
+    """A body that convolves the outer ``x``, then normalizes: a Conv -> BatchNormalization, and whatever
+    ``extra`` adds after it (nodes reading ``{name}_bn`` and writing ``{name}_y``)."""
+    f = lambda *shape: onnx.numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32))  # noqa: E731
+    params = [f(4, 3, 3, 3), *(onnx.numpy_helper.from_array(rng.uniform(0.5, 2, 4).astype(np.float32)) for _ in range(4))]
+    for tensor, suffix in zip(params, ("w", "s", "b", "m", "v")):
+        tensor.name = f"{name}_{suffix}"
+    nodes = [helper.make_node("Conv", ["x", f"{name}_w"], [f"{name}_c"], name=f"{name}_conv", pads=[1] * 4),
+             helper.make_node("BatchNormalization", [f"{name}_c", *(f"{name}_{k}" for k in "sbmv")], [f"{name}_bn"],
+                              name=f"{name}_norm"), *extra]
+    return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, 4, 8, 8])],
+                             params)
+
+
+def test_norms_inside_if_bodies_are_reported_not_folded():
+    """The pass does not enter If/Loop/Scan bodies; each norm there is reported, with where it is, and
+    the bodies compute what they did. A body's integer arithmetic is no norm."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    scale = helper.make_tensor("k", TensorProto.FLOAT, [4, 1, 1], rng.uniform(0.5, 2, 4).astype(np.float32).tolist())
+    inner = _branch("inner", rng, [
+        helper.make_node("Constant", [], ["inner_k"], value=scale),
+        helper.make_node("Mul", ["inner_bn", "inner_k"], ["inner_y"], name="inner_scale")])
+    deep = helper.make_node("If", ["cond"], ["else_y"], name="nested", then_branch=inner,
+                            else_branch=_branch("other", rng, [helper.make_node("Relu", ["other_bn"], ["other_y"])]))
+    one = helper.make_tensor("one", TensorProto.INT64, [], [1])
+    then = _branch("then", rng, [helper.make_node("Constant", [], ["then_one"], value=one),
+                                 helper.make_node("Add", ["n", "then_one"], ["then_n"], name="count"),
+                                 helper.make_node("Identity", ["then_bn"], ["then_y"])])
+    orelse = helper.make_graph([deep], "else", [], [helper.make_tensor_value_info("else_y", TensorProto.FLOAT, [1, 4, 8, 8])])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then, else_branch=orelse)], "g",
+        [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("n", TensorProto.INT64, []),
+         helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+
+    folded, report = normfold.fold_onnx(model)
+
+    assert report.folded == []
+    where = {s.norm: s.reason for s in report.skipped}
+    assert where == {
+        "then_norm": "it is inside the then_branch of branch (If): the pass folds the main graph only",
+        "inner_norm": "it is inside the else_branch of branch (If), in the then_branch of nested (If): "
+                      "the pass folds the main graph only",
+        "inner_scale": "it is inside the else_branch of branch (If), in the then_branch of nested (If): "
+                       "the pass folds the main graph only",
+        "other_norm": "it is inside the else_branch of branch (If), in the else_branch of nested (If): "
+                      "the pass folds the main graph only",
+    }
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    for cond in (True, False):
+        feeds = {"cond": np.array(cond), "n": np.array(3, np.int64), "x": x}
+        runs = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+                for m in (model, folded)]
+        assert np.array_equal(runs[0], runs[1])

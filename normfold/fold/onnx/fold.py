@@ -31,11 +31,13 @@ import torch
 from ..algebra import cast
 from ..report import FoldReport, Folded, Skipped
 from .graph import (
-    FLOAT_DTYPES, constant, describe_users, float64, is_constant, is_onnx, label, op_version, unknown_version, users,
+    FLOAT_DTYPES, constant, describe_users, float64, is_constant, is_onnx, label, named, op_version, unknown_version,
+    users,
 )
 from .maps import AxisMap
 from .rules import BACKWARD, FORWARD, Layer, Rewrite, Rule, Site, rule_for
 from .shapes import Shapes
+from .region import ELEMENTWISE_OPS
 from .sites import Finder, NormSite
 
 SHAPE_READERS = ("Shape", "Size")
@@ -93,6 +95,26 @@ class OnnxPass:
                 back = self.why_back.get(id(site), "?")
                 fwd = self.why_fwd.get(id(site), "?")
                 self.report.skipped.append(Skipped(site.name, f"backward: {back}; forward: {fwd}"))
+        self._subgraph_sites(self.graph, "")
+
+    def _subgraph_sites(self, graph: ir.Graph, where: str) -> None:
+        """Report the norm-like nodes inside If/Loop/Scan bodies, which the pass does not enter: a
+        body runs under a condition or once per iteration, and reads tensors of the graph around it."""
+        for node in graph:
+            for attribute in node.attributes.values():
+                if attribute.type == ir.AttributeType.GRAPH:
+                    bodies = [attribute.value]
+                elif attribute.type == ir.AttributeType.GRAPHS:
+                    bodies = list(attribute.value)
+                else:
+                    continue
+                for body in bodies:
+                    inside = f"{where}the {attribute.name} of {label(node)} ({node.op_type})"
+                    for inner in body:
+                        if _norm_like(inner):
+                            self.report.skipped.append(Skipped(
+                                named([inner]), f"it is inside {inside}: the pass folds the main graph only"))
+                    self._subgraph_sites(body, f"{inside}, in ")
 
     def _backward(self, chain: list[NormSite]) -> None:
         target = self._producer(chain)  # the same layer for every prefix: read once
@@ -367,6 +389,30 @@ class OnnxPass:
         into = label(node) if node is not None else ""
         for name in norms:
             self.report.folded.append(Folded(name, into, direction, rule, norms, "; ".join(n for n in notes if n)))
+
+
+def _norm_like(node: ir.Node) -> bool:
+    """A BatchNormalization, or a float Add/Sub/Mul/Div of a tensor and a constant (stored or a
+    Constant node of the body), as a site of the main graph would be (``Finder.data_input``)."""
+    if not is_onnx(node, "BatchNormalization", *ELEMENTWISE_OPS):
+        return False
+    if node.op_type == "BatchNormalization":
+        return True
+    if len(node.inputs) != 2 or None in node.inputs:
+        return False
+    fixed = [_fixed_dtype(v) for v in node.inputs]
+    data = [i for i, f in enumerate(fixed) if f is None]
+    return len(data) == 1 and FLOAT_DTYPES.get(fixed[1 - data[0]]) is not None and (node.op_type != "Div" or data == [0])
+
+
+def _fixed_dtype(value: ir.Value) -> int | None:
+    """The element type of a constant operand (a stored tensor or a Constant node's); None for a computed one."""
+    if is_constant(value):
+        return value.dtype
+    producer = value.producer()
+    if producer is not None and is_onnx(producer, "Constant") and "value" in producer.attributes:
+        return producer.attributes["value"].value.dtype
+    return None
 
 
 def _compose(sites: list[NormSite]) -> AxisMap | None:
