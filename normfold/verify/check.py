@@ -76,6 +76,11 @@ def check_inputs(oracle: Oracle | nn.Module, sig: OnnxSignature, inputs: tuple[t
             if problem:
                 raise InputError(f"{what} input {name!r} has shape {declared}, the input has shape "
                                  f"{list(t.shape)} ({problem})")
+    for name, t in zip(sig.names, inputs):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            first = [int(i) for i in torch.nonzero(~torch.isfinite(t))[0]]
+            raise InputError(f"input {name!r} holds NaN or infinite values (first at index {first}): "
+                             "the check compares finite outputs")
 
 
 def check_providers(providers: Sequence[str]) -> tuple[str, ...]:

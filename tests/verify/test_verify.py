@@ -101,7 +101,7 @@ def test_json_has_plain_numbers(bn, tmp_path):
         "CPUExecutionProvider": data["environment"]["providers"]["cpu"]["CPUExecutionProvider"]}
 
 
-@pytest.mark.parametrize("problem", ["missing", "corrupt", "names", "shape", "provider", "fixed_batch"])
+@pytest.mark.parametrize("problem", ["missing", "corrupt", "names", "shape", "provider", "nan", "fixed_batch"])
 def test_bad_input_names_the_problem(bn, tmp_path, problem):
     model, x, path, _ = bn
     kwargs = {}
@@ -121,6 +121,10 @@ def test_bad_input_names_the_problem(bn, tmp_path, problem):
         x, expect = torch.randn(1, 3, 8, 8), "axis 2 must be 16"
     elif problem == "provider":
         kwargs, expect = {"providers": ("tpu",)}, "unknown provider 'tpu'"
+    elif problem == "nan":
+        x = x.clone()
+        x[0, 2, 3, 4] = float("nan")
+        expect = "input 'x' holds NaN or infinite values (first at index [0, 2, 3, 4])"
     else:
         kwargs, expect = {"batch_sizes": (1, 3)}, "fixed batch size of 1"
         proto = onnx.load(str(path))
