@@ -44,7 +44,7 @@ from normfold._messages import typed_line
 from normfold.atomic import write_text
 from normfold.export import op_counts
 from normfold.nn import is_norm
-from normfold.verify.check import eager_outputs
+from normfold.verify.oracle import eager_outputs
 from normfold.verify.session import open_session, run_session
 from normfold.verify.tolerance import Tolerance
 from normfold.zoo import external

@@ -38,7 +38,7 @@ from ..fold import FoldError, as_input_tuple
 from .inputs import InputError, batch_of
 from .localize import DEFAULT_BUDGET_BYTES, first_fold_site, first_onnx_node, first_shared_tensor
 from .metrics import ErrorStats
-from .oracle import OnnxOracle, Oracle, TorchOracle, as_oracle, eager_outputs
+from .oracle import OnnxOracle, Oracle, TorchOracle, as_oracle, cast_copy, run_eager
 from .report import RunCheck, VerifyReport
 from .session import SessionError, cuda_problem, open_session, provider_name, provider_options, run_session, shape_mismatch
 from .signature import OnnxSignature, read_onnx
@@ -138,6 +138,7 @@ def verify(
         if note:
             report.notes.append(note)
         failing_batch = None
+        work = None if folded is None else cast_copy(folded, dtype)  # one copy for every batch size
         for b in sizes:
             xb = tuple(batch_of(t.detach().cpu().numpy(), b) for t in inputs)
             truth = oracle.run(xb)
@@ -150,8 +151,8 @@ def verify(
                 stats = ErrorStats.of(o, r)
                 ref_errors.append(stats.max_abs)
                 report.checks.append(RunCheck(f"original_{short}", name, stats, None, True, b, stats.max_abs))
-            runs = {} if folded is None else {
-                f"folded_{short}": eager_outputs(folded, tuple(torch.from_numpy(t) for t in xb), dtype)}
+            runs = {} if work is None else {
+                f"folded_{short}": run_eager(work, tuple(torch.from_numpy(t) for t in xb), dtype)}
             for p, session in sessions.items():
                 runs[f"onnx_{p}"] = run_session(session, xb)
             for run, outs in runs.items():

@@ -17,6 +17,27 @@ from ..conftest import fp32_budget, run_onnx
 from .conftest import perturbed
 
 
+def test_the_folded_model_is_copied_once_for_every_batch_size(bn, monkeypatch):
+    """verify runs the folded eager model at each batch size on one copy of it, as the oracle
+    does, not on a fresh deep copy per batch size (a large model would be copied 2-3 times)."""
+    from normfold.verify import check, oracle
+
+    model, x, path, _ = bn
+    copied = []
+    real = oracle.cast_copy
+
+    def counting(m, dtype):
+        copied.append(m is model)
+        return real(m, dtype)
+
+    for module in (check, oracle):
+        monkeypatch.setattr(module, "cast_copy", counting, raising=False)
+    report = verify(model, path, x, batch_sizes=(1, 3, 2))
+    assert report.ok, str(report)
+    assert sorted({c.batch for c in report.checks if c.run == "folded_fp32"}) == [1, 2, 3]
+    assert copied.count(False) == 1   # the folded model: one copy; the original's own fp32 copy is the oracle's
+
+
 def test_good_fold_passes_at_batch_1_and_3(bn):
     model, x, path, result = bn
     assert [f.norm for f in result.fold_report.folded] == ["bn1", "bn2"]
