@@ -35,9 +35,9 @@ from .graph import (
     users,
 )
 from .maps import AxisMap
+from .region import ELEMENTWISE_OPS
 from .rules import BACKWARD, FORWARD, Layer, Rewrite, Rule, Site, rule_for
 from .shapes import Shapes
-from .region import ELEMENTWISE_OPS
 from .sites import Finder, NormSite
 
 SHAPE_READERS = ("Shape", "Size")

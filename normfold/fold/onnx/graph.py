@@ -49,7 +49,8 @@ def is_constant(value: ir.Value | None) -> bool:
 
 
 def constant(value: ir.Value | None) -> np.ndarray | None:
-    """The value's stored tensor (read-only); None for anything computed or overridable (a graph input)."""
+    """The value's stored tensor, not to be written (it may be the file's own buffer); None for anything
+    computed or overridable (a graph input)."""
     if not is_constant(value):
         return None
     tensor = value.const_value

@@ -163,8 +163,8 @@ def _lifted(source: onnx.GraphProto, proto: onnx.ModelProto) -> tuple[list[onnx.
             if node.domain not in ("", "ai.onnx") or len(out) != 1 or (name := out[0]) in outputs:
                 pass
             elif op == "Constant" and len(attrs := node.attribute) == 1 and (a := attrs[0]).name == "value":
-                stored[name] = a.t
-                made.append((stored[name], name))
+                stored[name] = tensor = a.t
+                made.append((tensor, name))
                 continue
             elif op != "Constant" and (ins := [i for i in node.input if i]) and all(i in stored for i in ins):
                 value = _evaluate(node, [numpy_helper.to_array(stored[i]) for i in node.input if i], opset)

@@ -185,7 +185,7 @@ def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
-def _reshape_ranks(g: onnx.GraphProto, infos: dict[str, onnx.ValueInfoProto]) -> list[str]:
+def _reshape_ranks(g: onnx.GraphProto, infos: dict[str, onnx.ValueInfoProto]) -> tuple[int, list[str]]:
     """Give rank-only shapes to Reshapes whose target is computed (Shape -> Slice -> Concat, as
     paddle2onnx writes a flatten) but has a static length k: their output has rank k. ONNX's
     inference leaves such an output without a shape (it propagates shape values only through
