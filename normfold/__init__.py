@@ -3,6 +3,7 @@ from .bench import BenchReport, bench
 from .export import ExportResult, export
 from .fold import FoldReport, FoldResult, fold, fold_onnx
 from .nn import NotFoldableError, inference_affine, register_norm
+from .quantize import QuantOptions, QuantReport, quantize
 from .verify import VerifyReport, verify
 
 __version__ = "0.1.0"
@@ -13,11 +14,14 @@ __all__ = [
     "FoldReport",
     "FoldResult",
     "NotFoldableError",
+    "QuantOptions",
+    "QuantReport",
     "bench",
     "export",
     "fold",
     "fold_onnx",
     "inference_affine",
+    "quantize",
     "register_norm",
     "verify",
     "VerifyReport",

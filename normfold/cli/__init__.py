@@ -13,11 +13,11 @@ import sys
 import warnings
 from typing import Iterator
 
-from . import bench, inspect, run, verify, zoo
+from . import bench, inspect, quantize, run, verify, zoo
 from .._messages import first_line, is_out_of_memory, typed_line
 from ._common import UsageError, error
 
-SUBCOMMANDS = (run, inspect, verify, bench, zoo)
+SUBCOMMANDS = (run, inspect, verify, bench, quantize, zoo)
 
 
 class _Parser(argparse.ArgumentParser):

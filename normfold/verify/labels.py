@@ -3,7 +3,9 @@
 * CSV: one ``name,label`` row per sample (an optional header row
   ``name,label``); ``name`` is the sample's name in the dataset (its path
   relative to the --inputs folder, ``file.npy[i]`` for a row of a batch file,
-  the row number for an .npz of input arrays); ``label`` a class index >= 0.
+  the row number for an .npz of input arrays); ``label`` a class index >= 0,
+  or with ``text=True`` any non-empty string (a transcription, boxes: what a
+  metric function of ``normfold quantize --metric`` reads).
 * a folder, the --inputs folder itself laid out as ``DIR/<class>/.../<file>``:
   the sample named ``<class>/.../<file>`` has class ``<class>``. When every
   class folder is a number (``0``, ``1``, ...) that number is the class index;
@@ -29,7 +31,7 @@ from .inputs import InputError
 
 @dataclass(frozen=True)
 class Labels:
-    values: np.ndarray             # (N,) int64, aligned with the dataset's names
+    values: np.ndarray             # (N,) int64 (object: str with text=True), aligned with the dataset's names
     source: str
     classes: dict[str, int] | None = None   # folder name -> class index, for a folder layout
 
@@ -37,29 +39,32 @@ class Labels:
         return {"source": self.source, "classes": self.classes}
 
 
-def read_labels(path: str | Path, names: Sequence[str], flag: str = "--labels") -> Labels:
+def read_labels(path: str | Path, names: Sequence[str], flag: str = "--labels", *, text: bool = False) -> Labels:
+    """The labels of the samples ``names``; ``text``: a CSV's labels are kept as strings (a folder
+    layout still gives class indices)."""
     path = Path(path)
     if path.is_dir():
         found, classes = _folders(path, names, flag)
     elif path.is_file():
-        found, classes = _csv(path, flag), None
+        found, classes = _csv(path, flag, text), None
     else:
         raise InputError(f"{flag} {path} does not exist")
     index = {n: i for i, n in enumerate(names)}
-    values = np.full(len(names), -1, dtype=np.int64)
+    values = np.full(len(names), -1, dtype=np.int64) if classes is not None or not text else \
+        np.full(len(names), None, dtype=object)
     for name, (label, where) in found.items():
         if name not in index:
             raise InputError(f"{where}: sample {name!r} is not among the inputs")
         values[index[name]] = label
-    missing = np.flatnonzero(values < 0)
+    missing = np.flatnonzero(np.equal(values, None) if values.dtype == object else values < 0)
     if missing.size:
         raise InputError(f"{flag} {path} has no label for sample {names[missing[0]]!r}"
                          + (f" (and {missing.size - 1} more)" if missing.size > 1 else ""))
     return Labels(values, str(path), classes)
 
 
-def _csv(path: Path, flag: str) -> dict[str, tuple[int, str]]:
-    found: dict[str, tuple[int, str]] = {}
+def _csv(path: Path, flag: str, text: bool = False) -> dict[str, tuple[int | str, str]]:
+    found: dict[str, tuple[int | str, str]] = {}
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
@@ -73,19 +78,25 @@ def _csv(path: Path, flag: str) -> dict[str, tuple[int, str]]:
             continue
         if len(row) != 2:
             raise InputError(f"{where}: expected name,label, got {len(row)} fields")
-        name, text = row[0].strip(), row[1].strip()
-        try:
-            label = int(text)
-        except ValueError:
-            label = -1
-        if label < 0:
-            raise InputError(f"{where}: label {text!r} is not a class index (an integer >= 0)")
+        name, value = row[0].strip(), row[1].strip()
+        label = value if text else _class_index(value)
+        if label == "" or label == -1:
+            what = "an empty label" if text else f"label {value!r} is not a class index (an integer >= 0)"
+            raise InputError(f"{where}: {what}")
         if name in found:
             raise InputError(f"{where}: sample {name!r} is labelled twice ({found[name][1]})")
         found[name] = (label, where)
     if not found:
         raise InputError(f"{flag} {path} holds no labels")
     return found
+
+
+def _class_index(text: str) -> int:
+    """``text`` as a class index, or -1 when it is not an integer >= 0."""
+    try:
+        return max(int(text), -1)
+    except ValueError:
+        return -1
 
 
 def _folders(root: Path, names: Sequence[str], flag: str) -> tuple[dict[str, tuple[int, str]], dict[str, int]]:
