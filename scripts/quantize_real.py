@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -105,7 +106,15 @@ def resnet18(work: Path, rounds: int) -> list[dict]:
     np.savez(val, x=rng.standard_normal((1000, 3, 224, 224)).astype(np.float32))
     _, r = quantize(model, cal, example_input=torch.randn(1, 3, 224, 224), validation=val, measure_steps=False,
                     bench_rounds=rounds)
-    return [_row("resnet18-bn", "per-channel", r)]
+    rows = [_row("resnet18-bn", "per-channel", r)]
+    # per-tensor weights on a ReLU network: what equalization and bias correction buy over naive per-tensor
+    small, small_cal = work / "small.npz", work / "small_cal.npz"
+    np.savez(small, x=rng.standard_normal((200, 3, 112, 112)).astype(np.float32))
+    np.savez(small_cal, x=rng.standard_normal((32, 3, 112, 112)).astype(np.float32))
+    _, r = quantize(model, small_cal, example_input=torch.randn(1, 3, 112, 112), validation=small,
+                    options=QuantOptions(per_channel=False), latency=False)
+    rows.append(_row("resnet18-bn", "per-tensor, 112x112, steps", r))
+    return rows
 
 
 def _entropy(model, cal, val, labels, per_channel: bool = True, **kw) -> dict:
@@ -121,12 +130,24 @@ def _entropy(model, cal, val, labels, per_channel: bool = True, **kw) -> dict:
 
 def _row(model: str, variant: str, r) -> dict:
     lat = {f"{l['numerator']}/b{l['batch_size']}": l["latency_ratio"] for l in r.latency}
-    return {"model": model, "variant": variant, "verdict": r.verdict, "ok": r.ok, "metric": r.final.evaluation.metric,
+    metric = r.final.evaluation.metric
+    return {"model": model, "variant": variant, "verdict": r.verdict, "ok": r.ok,
+            "metric": metric.rsplit(":", 1)[-1] if metric else None,
             "steps": [{"name": s.name, "fp32": s.evaluation.fp32_score, "int8": s.evaluation.int8_score,
-                       "agreement": s.evaluation.agreement, "float_nodes": len(s.float_nodes)} for s in r.steps],
+                       "agreement": s.evaluation.agreement, "float_nodes": len(s.float_nodes),
+                       "sqnr_db": min(o.sqnr_db for o in s.evaluation.outputs)} for s in r.steps],
             "kept_float": r.kept_float, "speedup": lat, "latency_ms": getattr(r, "latency_ms", {}),
             "equalized_pairs": len((r.equalization or {}).get("pairs", [])),
-            "bias_corrected": len(r.bias_changes), "data": r.data["summary"], "report": r.to_dict()}
+            "bias_corrected": len(r.bias_changes), "data": re.sub(r"/tmp/[^ ,;]*/", "", r.data["summary"]),
+            "report": _brief(r.to_dict())}
+
+
+def _brief(report: dict) -> dict:
+    """The report without the fold's per-norm lists and with the 20 worst nodes only (the JSON stays small)."""
+    fold = report.pop("fold", {})
+    report["fold_counts"] = {"folded": len(fold.get("folded", [])), "skipped": len(fold.get("skipped", []))}
+    report["node_errors"] = report["node_errors"][:20]
+    return report
 
 
 def _pct(v) -> str:
@@ -142,12 +163,13 @@ def markdown(rows: list[dict], command: str, seconds: float) -> str:
            ""]
     for row in rows:
         out += [f"## {row['model']} ({row['variant']})", "", f"{row['data']}", "",
-                f"| step | fp32 {row['metric'] or ''} | INT8 | drop | agreement with fp32 | Conv/Gemm in float |",
-                "|---|---:|---:|---:|---:|---:|"]
+                f"| step | fp32 {row['metric'] or ''} | INT8 | drop | agreement with fp32 | output SQNR | "
+                "Conv/Gemm in float |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
         for s in row["steps"]:
             drop = None if s["fp32"] is None else s["fp32"] - s["int8"]
             out.append(f"| {s['name']} | {_pct(s['fp32'])} | {_pct(s['int8'])} | {_pct(drop)} | "
-                       f"{_pct(s['agreement'])} | {s['float_nodes']} |")
+                       f"{_pct(s['agreement'])} | {s['sqnr_db']:.1f} dB | {s['float_nodes']} |")
         sp = row["speedup"]
         out += ["", "INT8 speed-up (latency ratio, >1 = INT8 faster): " + ", ".join(
             f"vs {k.split('/')[0] if not k.startswith('unfolded') else 'as shipped/unfolded'} "

@@ -85,6 +85,9 @@ def add_parser(subparsers) -> None:
     q.add_argument("--op-types", default=None, metavar="Conv,Gemm", help="quantize only these op types")
     q.add_argument("--no-equalize", action="store_true", help="skip cross-layer equalization")
     q.add_argument("--no-bias-correction", action="store_true", help="skip bias correction")
+    q.add_argument("--absorb-high-bias", action="store_true",
+                   help="after equalization, absorb high biases into the next layer (DFQ; off by default: "
+                        "measured to cost accuracy, docs/quantize.md)")
     q.add_argument("--no-search", action="store_true", help="do not keep nodes in float when the gate fails")
     q.add_argument("--max-float", type=int, default=None, metavar="N", help="keep at most N nodes in float")
     q.add_argument("--final-only", action="store_true", help="measure only the final configuration, not each step")
@@ -111,7 +114,8 @@ def main(args: argparse.Namespace) -> int:
         options = QuantOptions(
             per_channel=not args.per_tensor, activations=args.activations, calibration=args.calibration,
             percentile=args.percentile, calibration_samples=args.calibration_samples,
-            equalize=not args.no_equalize, bias_correction=not args.no_bias_correction, search=not args.no_search,
+            equalize=not args.no_equalize, bias_correction=not args.no_bias_correction,
+            absorb_high_bias=args.absorb_high_bias, search=not args.no_search,
             max_float=args.max_float, sigmas=args.sigmas, op_types=tuple(args.op_types.split(",")) if args.op_types else None)
     except QuantizeError as exc:
         raise UsageError(str(exc)) from exc

@@ -5,7 +5,6 @@ import contextlib
 import dataclasses
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,23 +20,12 @@ from .options import QuantizeError, QuantOptions
 from .qdq import COMPUTE_OPS, COMPUTE_ORDER, at_least_opset_13, float_nodes, quantize_problem, quantize_qdq
 from .report import Gate, QuantReport, Step
 from .search import Trial, fewest_float, node_errors
+from .source import folded_source
 
 SENSITIVITY_SAMPLES = 4          # calibration samples run with every activation exposed (memory grows with them)
 CALIBRATION_BATCH = 4            # samples per calibration batch: the quantizer holds every activation of one batch
-CUDA_NOTE = ("onnxruntime's CUDA provider runs QDQ INT8 by dequantizing to float (no INT8 kernels there): "
-             "no CUDA speedup is claimed")
-
-
-@dataclass
-class _Float:
-    """The folded fp32 graph and where it came from."""
-    name: str
-    proto: onnx.ModelProto                  # folded, as written to model.onnx
-    unfolded: Path                          # the model as exported / as shipped, for latency
-    folded: Path
-    fold_report: Any
-    verified: bool
-    shape: tuple[int, ...]
+CUDA_NOTE = ("onnxruntime's CUDA provider does not run QDQ INT8 faster than fp32 (INT8 on NVIDIA GPUs is "
+             "TensorRT's): no CUDA speed-up is claimed, and none was measured")
 
 
 def quantize(
@@ -129,7 +117,7 @@ def _quantize(model, calibration, example_input, input_shape, validation, labels
     data_free = input_range is not None
     if data_free:   # the ranges are written as a MinMax calibration cache (data_free.py)
         options = dataclasses.replace(options, calibration="minmax")
-    src = _folded(model, example_input, input_shape, work, log)
+    src = folded_source(model, example_input, input_shape, work, log)
     float_model = at_least_opset_13(src.proto)
     problem = quantize_problem(float_model, src.name)
     if problem:
@@ -206,7 +194,8 @@ def _quantize(model, calibration, example_input, input_shape, validation, labels
                 last = run(f"+ {options.calibration} calibration", current, options)
     if options.equalize:
         current, eq = equalize(current)
-        current, report.absorbed = _absorb(current, eq, free, reader)
+        if options.absorb_high_bias:
+            current, report.absorbed = _absorb(current, eq, free, reader)
         report.equalization = eq.to_dict()
         report.equalization_fp32_change = _moved(float_model, current, few)
         last = run("+ equalization", current, options) if measure_steps or not options.bias_correction else None
@@ -334,15 +323,15 @@ def _search(report, current, qdq, options, gate, variant, log) -> onnx.ModelProt
     if k is not None:
         return _keep(report, made[-1] if len(made[-1][2]) == k else next(m for m in made if len(m[2]) == k
                                                                              and m[3] is opts))
-    if not made:
-        return qdq
-
     def badness(item):
         e = item[1].evaluation
         return (e.drop or 0.0 if gate.max_accuracy_drop is not None else 0.0) - \
             (e.agreement or 0.0 if gate.min_agreement is not None else 0.0)
 
-    return _keep(report, min(made, key=badness))
+    best = min(made, key=badness, default=None)
+    if best is None or badness(best) >= badness((qdq, report.final)):
+        return qdq                                  # nothing the search tried beat the full quantization
+    return _keep(report, best)
 
 
 def _keep(report, made) -> onnx.ModelProto:
@@ -439,64 +428,3 @@ def _verdict(report: QuantReport) -> str:
     ok, _, why = report.gate.check(e)
     kept = f" with {len(report.kept_float)} nodes in float" if report.kept_float else ""
     return f"PASS{kept}: {why}" if ok else f"FAIL: {why} (the best found{kept})"
-
-
-def _folded(model, example_input, input_shape, work: Path, log) -> _Float:
-    """Fold (and verify against the float64 oracle) a torch model or an ONNX file, into ``work``."""
-    import torch
-
-    from normfold.export import ExportError, export_with_baseline, write_checked
-    from normfold.fold import FoldError, fold_onnx
-    from normfold.verify import OnnxOracle, verify
-
-    if isinstance(model, torch.nn.Module):
-        if example_input is None:
-            raise QuantizeError("a torch model needs example_input (a tensor of the input shape)")
-        log("folding and exporting ...")
-        try:
-            folded, unfolded = export_with_baseline(model, example_input, work / "model.onnx",
-                                                    work / "model.unfolded.onnx")
-        except ExportError as exc:
-            raise QuantizeError(str(exc)) from exc
-        verified = verify(model, folded.path, example_input).ok
-        return _Float(type(model).__name__, onnx.load(str(folded.path)), unfolded.path, folded.path,
-                      folded.fold_report, verified, tuple(example_input.shape))
-    path = None
-    if isinstance(model, onnx.ModelProto):
-        proto, name = model, "the ONNX model"
-    else:
-        path = Path(model)
-        if not path.is_file():
-            raise QuantizeError(f"{path} does not exist")
-        try:
-            proto = onnx.load(str(path))
-        except Exception as exc:
-            raise QuantizeError(f"{path} is not a readable ONNX file: {str(exc).splitlines()[0]}") from exc
-        name = str(path)
-    problem = quantize_problem(proto, name)
-    if problem:
-        raise QuantizeError(problem)
-    from normfold.verify.signature import signature_of
-
-    sig = signature_of(proto, name)
-    if len(sig.names) != 1:
-        raise QuantizeError(f"{name} takes {len(sig.names)} inputs; quantize handles single-input models")
-    declared = sig.shapes[0]
-    shape = tuple(input_shape) if input_shape is not None else tuple(
-        d if isinstance(d, int) and d > 0 else (1 if i == 0 else None) for i, d in enumerate(declared))
-    if None in shape:
-        raise QuantizeError(f"{name}: input {sig.names[0]!r} has shape {declared} with symbolic dims; give "
-                            "input_shape (--input-shape N,C,H,W)")
-    fixes = any(not (isinstance(d, int) and d > 0) for d in declared[1:])
-    log("folding the ONNX graph ...")
-    try:
-        folded_proto, fold_report = fold_onnx(proto, input_shapes={sig.names[0]: list(shape)} if fixes else None)
-    except FoldError as exc:
-        raise QuantizeError(str(exc)) from exc
-    if path is None:
-        path = work / "model.unfolded.onnx"
-        onnx.save(proto, path)
-    folded = write_checked(folded_proto, work / "model.onnx", fold_report)
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    verified = verify(OnnxOracle(proto, where=name), folded.path, x).ok
-    return _Float(name, folded_proto, path, folded.path, fold_report, verified, shape)

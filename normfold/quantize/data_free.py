@@ -14,7 +14,6 @@ import os
 from typing import Sequence
 
 import numpy as np
-import onnx
 
 from .statistics import Moments
 

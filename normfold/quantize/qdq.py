@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import onnx
 
 from .options import QuantOptions
@@ -127,10 +128,9 @@ def float_nodes(qdq: onnx.ModelProto) -> dict[str, list[str]]:
     return dict(out)
 
 
-def dequantized_weights(qdq: onnx.ModelProto) -> dict[str, "np.ndarray"]:
+def dequantized_weights(qdq: onnx.ModelProto) -> dict[str, np.ndarray]:
     """node name -> its weight (input 1) as the QDQ graph computes it: (q - zero_point) * scale, float64,
     for every Conv/ConvTranspose/Gemm/MatMul whose weight is a DequantizeLinear of an initializer."""
-    import numpy as np
     from onnx import numpy_helper
 
     inits = {t.name: t for t in qdq.graph.initializer}

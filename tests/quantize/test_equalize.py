@@ -377,7 +377,6 @@ def test_absorb_high_bias_exact_above_the_bounds(model):
     before = equalized.SerializeToString()
     absorbed, entries = absorb_high_bias(equalized, bounds)
     assert equalized.SerializeToString() == before
-    by_first = {e["first"]: e for e in entries}
     done = [e for e in entries if e["reason"] is None]
     # Relu pairs into an unpadded consumer: the two Gemm pairs and the 1x1 Conv pair
     ns = nodes(equalized)

@@ -115,3 +115,26 @@ def test_data_free_bad_input(tmp_path):
         quantize(model, cal, data_free=True, input_range=(0, 1), example_input=x, validation=test)
     with pytest.raises(QuantizeError, match="validation set"):
         quantize(model, None, data_free=True, input_range=(0, 1), example_input=x)
+
+
+def test_high_bias_absorption_on_request_is_exact_on_the_calibration_data(tmp_path):
+    """Conv -> BN -> ReLU -> 1x1 Conv: the consumer has no padding, so the pair absorbs; with bounds from the
+    calibration data's minima the fp32 outputs do not move on those samples."""
+    from normfold.quantize import QuantOptions
+    from normfold.zoo.populate import populate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.Conv2d(8, 4, 1), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5))
+    model = populate(model, (16, 3, 6, 6), seed=0).eval()
+    with torch.no_grad():
+        model[1].bias.fill_(3.0)                                   # a high bias: most of the ReLU's input > 0
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "cal.npz", x=rng.standard_normal((16, 3, 6, 6)).astype(np.float32))
+    _, off = quantize(model, tmp_path / "cal.npz", example_input=torch.randn(1, 3, 6, 6), latency=False,
+                      measure_steps=False)
+    _, on = quantize(model, tmp_path / "cal.npz", example_input=torch.randn(1, 3, 6, 6), latency=False,
+                     measure_steps=False, options=QuantOptions(absorb_high_bias=True))
+    assert off.absorbed == [] and len(on.absorbed) == 1
+    assert on.absorbed[0]["channels"] > 0 and on.absorbed[0]["max_c"] > 0
+    assert on.equalization_fp32_change < 1e-5                      # exact on the calibration samples
