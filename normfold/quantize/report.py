@@ -140,9 +140,10 @@ class QuantReport:
             out.append("float ops  " + ", ".join(f"{op} {k}" for op, k in left.items())
                        + " (kept in float, or not quantized by onnxruntime)")
         for r in self.latency:   # each file against int8: latency_ratio = t(file) / t(int8) = int8's speedup
-            out.append(f"latency    batch {r['batch_size']}: int8 {r['latency_ratio']:.2f}x faster than "
-                       f"{r['numerator']} (onnxruntime {r['provider']}, ORT_ENABLE_{r['optimization'].upper()}, "
-                       "median of paired rounds)")
+            speed = r["latency_ratio"]
+            how = f"{speed:.2f}x faster than" if speed >= 1 else f"{1 / speed:.2f}x slower than"
+            out.append(f"latency    batch {r['batch_size']}: int8 {how} {r['numerator']} (onnxruntime "
+                       f"{r['provider']}, ORT_ENABLE_{r['optimization'].upper()}, median of paired rounds)")
         out += [f"  {n}" for n in self.latency_notes]
         out.append(self.verdict)
         return out

@@ -191,3 +191,15 @@ def onnx_accuracy_of(proto, data):
         path = Path(tmp) / "m.onnx"
         onnx.save(proto, path)
         return onnx_accuracy(path, data.x_test.numpy(), data.y_test.numpy())
+
+
+@pytest.mark.parametrize("ratio, said", [(0.8, "int8 1.25x slower than folded"), (2.0, "int8 2.00x faster than folded")])
+def test_report_says_which_way_the_latency_went(ratio, said):
+    from normfold.quantize.evaluate import Evaluation, OutputErrors
+    from normfold.quantize.report import Gate, QuantReport, Step
+
+    e = Evaluation(1, [OutputErrors("y", None, None, 0.1, 0.1, 20.0)])
+    r = QuantReport("m", [1], {}, {"summary": ""}, {}, True, Gate(), steps=[Step("s", e)],
+                    latency=[{"batch_size": 1, "numerator": "folded", "latency_ratio": ratio, "provider": "cpu",
+                              "optimization": "all"}])
+    assert said in "\n".join(r.lines())
