@@ -13,6 +13,12 @@ Per-channel QDQ needs opset >= 13 (DequantizeLinear's ``axis``): an older
 graph is converted first (``at_least_opset_13``); paddle2onnx writes opset
 11/12, and quantizing those unconverted gives an invalid file.
 
+Softmax stays float (``ALWAYS_FLOAT``): onnxruntime's quantizer fixes a
+Softmax output's range to [0, 1], steps of 1/255, so a 1000-class softmax of
+probabilities near 0.001 quantizes to all zeros (seen on Ultralytics' YOLOv8
+classifier: top-1 agreement 0 %), and attention weights lose most of their
+resolution.
+
 Refused up front (``quantize_problem``): a graph already quantized (QDQ,
 QLinear*, *Integer ops: its weights' meaning is fixed), an fp16 graph.
 """
@@ -39,6 +45,7 @@ QUANTIZED_OPS = frozenset({
 })
 # Nodes whose arithmetic a user expects in INT8: listed by name when they stay float.
 COMPUTE_ORDER = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+ALWAYS_FLOAT = ("Softmax",)
 COMPUTE_OPS = frozenset(COMPUTE_ORDER)
 _CALIBRATION = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
@@ -89,7 +96,7 @@ def quantize_qdq(model: onnx.ModelProto, reader, options: QuantOptions, *, exclu
             op_types_to_quantize=list(options.op_types) if options.op_types else None,
             per_channel=options.per_channel, reduce_range=False,
             activation_type=QuantType.QUInt8 if options.activations == "u8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude) or None,
+            weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude) + always_float(model) or None,
             calibrate_method=getattr(CalibrationMethod, _CALIBRATION[options.calibration]),
             extra_options=extra,
             calibration_cache_path=None if calibration_cache is None else str(calibration_cache))
@@ -114,6 +121,11 @@ def _quiet_advice():
             yield
     finally:
         root.removeFilter(drop)
+
+
+def always_float(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes kept float whatever the options (ALWAYS_FLOAT, see the module docstring)."""
+    return [n.name for n in model.graph.node if n.op_type in ALWAYS_FLOAT]
 
 
 def float_nodes(qdq: onnx.ModelProto) -> dict[str, list[str]]:

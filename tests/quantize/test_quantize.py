@@ -203,3 +203,24 @@ def test_report_says_which_way_the_latency_went(ratio, said):
                     latency=[{"batch_size": 1, "numerator": "folded", "latency_ratio": ratio, "provider": "cpu",
                               "optimization": "all"}])
     assert said in "\n".join(r.lines())
+
+
+def test_a_final_softmax_stays_float(tmp_path):
+    """onnxruntime fixes a Softmax output's range to [0, 1] in steps of 1/255: 1000 probabilities near 0.001
+    would all quantize to 0. The Softmax stays float, and its output keeps its resolution."""
+    from normfold.zoo.populate import populate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 1000), torch.nn.Softmax(dim=1))
+    model = populate(model, (8, 3, 6, 6), seed=0).eval()
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "cal.npz", x=rng.standard_normal((16, 3, 6, 6)).astype(np.float32))
+    int8, report = quantize(model, tmp_path / "cal.npz", example_input=torch.randn(1, 3, 6, 6), latency=False,
+                            measure_steps=False)
+    [softmax] = [n for n in int8.graph.node if n.op_type == "Softmax"]
+    assert not any(n.op_type == "QuantizeLinear" and softmax.output[0] in n.input for n in int8.graph.node)
+    assert softmax.output[0] in {o.name for o in int8.graph.output}        # its output reaches the user in float
+    assert any(n.op_type == "QuantizeLinear" for n in int8.graph.node)          # the rest is INT8
+    [out] = report.final.evaluation.outputs
+    assert out.sqnr_db > 20 and out.agreement > 0.5
