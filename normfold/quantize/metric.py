@@ -29,6 +29,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from normfold.verify.labels import class_index
+
 from .options import QuantizeError
 
 
@@ -73,10 +75,7 @@ def top1(output: int = 0, name: str | None = None) -> Metric:
 
 
 def _class(value) -> int:
-    try:
-        index = int(value)
-    except (TypeError, ValueError):
-        index = -1
+    index = class_index(str(value))
     if index < 0:
         raise QuantizeError(f"label {value!r} is not a class index: top-1 needs integer labels "
                             "(give --metric path.py:function for other labels)")

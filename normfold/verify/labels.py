@@ -79,7 +79,7 @@ def _csv(path: Path, flag: str, text: bool = False) -> dict[str, tuple[int | str
         if len(row) != 2:
             raise InputError(f"{where}: expected name,label, got {len(row)} fields")
         name, value = row[0].strip(), row[1].strip()
-        label = value if text else _class_index(value)
+        label = value if text else class_index(value)
         if label == "" or label == -1:
             what = "an empty label" if text else f"label {value!r} is not a class index (an integer >= 0)"
             raise InputError(f"{where}: {what}")
@@ -91,7 +91,7 @@ def _csv(path: Path, flag: str, text: bool = False) -> dict[str, tuple[int | str
     return found
 
 
-def _class_index(text: str) -> int:
+def class_index(text: str) -> int:
     """``text`` as a class index, or -1 when it is not an integer >= 0."""
     try:
         return max(int(text), -1)
