@@ -403,10 +403,10 @@ def _latency(report, src, int8_path, sig, rounds, log) -> None:
     staged = Path(int8_path).parent / "bench"
     staged.mkdir(exist_ok=True)
     files = []
-    for name, path in names.items():    # bench names variants by file stem
+    for name, path in names.items():    # bench names variants by file stem: a link, not a copy of the model
         link = staged / f"{name}.onnx"
         if not link.exists():
-            link.write_bytes(Path(path).read_bytes())
+            link.symlink_to(Path(path).resolve())
         files.append(link)
     sizes = (1, 8) if sig.dynamic_batch else (int(sig.shapes[0][0]),)
     log("latency: unfolded, folded, int8 interleaved ...")
