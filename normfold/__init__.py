@@ -6,7 +6,7 @@ from .nn import NotFoldableError, inference_affine, register_norm
 from .quantize import QuantOptions, QuantReport, quantize
 from .verify import VerifyReport, verify
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"   # the one place it is written: pyproject.toml reads it (statically)
 
 __all__ = [
     "BenchReport",

@@ -7,7 +7,9 @@ Inside ``quiet()``:
 
 * loggers of torch, onnxscript, onnx_ir and onnx are silenced (their own level
   raised above CRITICAL, restored after);
-* Python-level writes to ``sys.stdout`` and ``sys.stderr`` are dropped;
+* Python-level writes to ``sys.stdout`` and ``sys.stderr`` are dropped, and so
+  are native ones to file descriptors 1 and 2 (onnxsim's C++ prints "WARNING:
+  failed to run ..." for every op its constant folder skips);
 * warnings are ignored (normfold issues its own before or after such a call).
 
 It affects the whole process for the duration of the call (other threads'
@@ -20,6 +22,7 @@ import contextlib
 import io
 import logging
 import os
+import sys
 import warnings
 from typing import Iterator
 
@@ -41,9 +44,28 @@ def quiet() -> Iterator[None]:
         for lg in levels:
             lg.setLevel(SILENT)
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
+                contextlib.redirect_stderr(io.StringIO()), _native_silenced():
             warnings.simplefilter("ignore")
             yield
     finally:
         for lg, level in levels.items():
             lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _native_silenced() -> Iterator[None]:
+    """File descriptors 1 and 2 pointed at /dev/null for the block (restored after, whatever happens)."""
+    for stream in (sys.__stdout__, sys.__stderr__):
+        if stream is not None:
+            stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)

@@ -15,7 +15,7 @@ process (the command line a user runs, default batch size and oracle sample)
 and reports that process's peak RSS (getrusage ru_maxrss) and its exit code;
 for scale, the peak of a process that only imports normfold, torch and
 onnxruntime and builds the model, and of one that reads the 1,000 images
-into a single array (normfold.verify.inputs.load_samples), as the verify
+into a single array (normfold.verify.dataset.load_samples), as the verify
 command did before it streamed.
 
 throughput: in one process, --rounds rounds, each running verify_dataset over
@@ -107,7 +107,7 @@ def rss(root: Path) -> dict:
     out = {"baseline": _child("import torch, onnxruntime, normfold.cli, normfold.verify\n"
                               "sys.path.insert(0, 'scripts'); import verify_scale; verify_scale.model()\nout = {}")}
     out["load_samples_1000"] = _child(
-        "from normfold.verify.inputs import load_samples\nx = load_samples(sys.argv[1], 4)\n"
+        "from normfold.verify.dataset import load_samples\nx = load_samples(sys.argv[1], 4)\n"
         "out = {'array_mib': x.nbytes / 2**20}", str(folders[1000]))
     for n, folder in folders.items():
         report = root / f"verify_{n}.json"

@@ -9,24 +9,46 @@ from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 
 K = 8.0
 FLOOR_ULPS = 64.0
 
+
+def in_ci() -> bool:
+    """CI sets ``CI`` (to "true")."""
+    return os.environ.get("CI", "").lower() not in ("", "0", "false")
+
+
 # CI replays the same examples every run (a red CI names a change, not a draw);
 # local runs keep exploring new ones.
-try:
-    from hypothesis import settings
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if in_ci():
+    settings.load_profile("ci")
 
-    settings.register_profile("ci", derandomize=True, print_blob=True)
-    if os.environ.get("CI"):
-        settings.load_profile("ci")
-except ImportError:  # hypothesis is a test extra; only the property tests need it
-    pass
+
+def unavailable(reason: str) -> NoReturn:
+    """A test cannot run for want of something third-party: a skip with the reason here, a failure in CI
+    (``in_ci()``), whose set-up provides everything the tests need (a skip there would hide a broken set-up)."""
+    if in_ci():
+        pytest.fail(f"{reason} (in CI this is a failure, not a skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+def third_party_file(name: str) -> Path:
+    """The third-party file ``name`` of tests/fold_onnx/third_party.py, or ``unavailable`` with why not."""
+    from .fold_onnx import third_party
+
+    try:
+        return third_party.path(name)
+    except third_party.Unavailable as exc:
+        unavailable(f"third-party file {name}: {exc}")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """normfold.atomic: the target holds the old content or the new, and no temporary file is left."""
 from __future__ import annotations
 
+import matplotlib
 import pytest
 
 from normfold.atomic import atomic_path, write_bytes, write_text
@@ -34,7 +35,6 @@ def test_unwritable_directory_raises_oserror(tmp_path):
 
 
 def test_write_png_saves_a_png_and_closes_the_figure(tmp_path):
-    matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -172,7 +172,6 @@ def _write(writer: str, target):
     elif writer == "write_bytes":
         write_bytes(target, b"bytes")
     elif writer == "write_png":
-        matplotlib = pytest.importorskip("matplotlib")
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 

@@ -13,8 +13,9 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -25,7 +26,7 @@ from .report import BenchReport, Measurement, SessionTiming, check_budget
 from .schedule import measure_interleaved, round_robin, warm_up
 from .session import (
     SessionConfig, batch_mismatch, cuda_unavailable_reason, default_threads,
-    make_input, make_runner, open_timed,
+    make_feed, make_runner, open_timed,
 )
 from .stats import summarize
 from .variants import VARIANT_FILES, Variant, export_variants, file_variants
@@ -41,6 +42,8 @@ def bench(
     *,
     onnx_files: Sequence[str | os.PathLike] = (),
     sample_shape: Sequence[int] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    feeds: Mapping[str, np.ndarray] | None = None,
     providers: Sequence[str] | None = None,
     batch_sizes: Sequence[int] | None = None,
     optimizations: Sequence[str] = ("disable", "all"),
@@ -62,7 +65,12 @@ def bench(
 
     ``example_inputs``: one tensor; its shape minus the batch axis is the
     per-sample shape and its batch size the default ``batch_sizes``. With only
-    ``onnx_files``, give ``sample_shape`` (without batch) instead.
+    ``onnx_files``, give ``sample_shape`` (without batch) instead, or for files
+    with several inputs ``input_shapes`` ({input name: shape}, the first
+    input's batch the default ``batch_sizes``; inputs whose leading axis the
+    file declares symbolic are fed at each batch size, the others as given).
+    ``feeds``: arrays to feed instead of seeded ones ({input name: array}), their
+    rows repeated or cut to each batch size.
     ``providers=None`` means cpu, plus cuda when a CUDA session really works;
     naming "cuda" explicitly when it does not raises BenchError.
     ``threads``: intra-op threads, default the CPUs in this process's affinity.
@@ -82,6 +90,9 @@ def bench(
         sample_shape = tuple(example.shape[1:])
         batch_sizes = tuple(batch_sizes) if batch_sizes else (int(example.shape[0]),)
     else:
+        if input_shapes:
+            first = tuple(int(d) for d in next(iter(input_shapes.values())))
+            sample_shape, batch_sizes = first[1:], batch_sizes or first[:1]
         if sample_shape is None:
             raise BenchError("with ONNX files only, give sample_shape (the input shape without the batch axis)")
         if export_dir is not None:
@@ -130,7 +141,8 @@ def bench(
                     "optimizations": [c.ort_level for c in configs[: len(optimizations)]],
                     "batch_sizes": [int(b) for b in batch_sizes], "rounds": rounds,
                     "runs_per_round": runs_per_round, "warmup": warmup, "creation_repeats": creation_repeats,
-                    "sessions": [c.to_dict() for c in configs]},
+                    "sessions": [c.to_dict() for c in configs],
+                    "input_shapes": {k: [int(d) for d in v] for k, v in (input_shapes or {}).items()} or None},
             environment=_environment(),
             skipped=skipped,
             fold=None if fold_report is None else fold_report.to_dict(),
@@ -138,7 +150,8 @@ def bench(
         )
         for config in configs:
             _bench_config(report, variants, config, batch_sizes, rounds, runs_per_round, warmup,
-                          creation_repeats, log)
+                          creation_repeats, log, dict(input_shapes) if input_shapes else sample_shape,
+                          dict(feeds) if feeds else None)
     if export_dir is None:  # the exports lived in a temporary directory, now gone
         report.variants = [v if v.kind == "file" else dataclasses.replace(v, path=None) for v in variants]
     if budget_ms is not None:
@@ -165,7 +178,8 @@ def _resolve_providers(providers, skipped: list[dict], log) -> tuple[str, ...]:
     return providers
 
 
-def _bench_config(report, variants, config, batch_sizes, rounds, runs_per_round, warmup, creation_repeats, log):
+def _bench_config(report, variants, config, batch_sizes, rounds, runs_per_round, warmup, creation_repeats, log,
+                  shapes, feeds):
     setting = f"{config.provider}/{config.optimization}"
     log(f"{setting}: creating sessions ...")
     sessions: dict[str, object] = {}
@@ -190,11 +204,11 @@ def _bench_config(report, variants, config, batch_sizes, rounds, runs_per_round,
                 report.skipped.append({"what": f"{v.name} {setting}/b{batch}", "reason": reason})
                 continue
             try:
-                x = make_input(session, report.sample_shape, batch)
+                feed = make_feed(session, shapes, batch, arrays=feeds)
             except SessionError as exc:
                 raise BenchError(f"{v.path}: {exc}") from exc
             active.append(v)
-            runners.append(make_runner(session, config.provider, x))
+            runners.append(make_runner(session, config.provider, feed))
         if not active:
             continue
         log(f"{setting}/b{batch}: warm-up, then {rounds} rounds x {runs_per_round} runs of {len(active)} variants")

@@ -132,43 +132,71 @@ def batch_mismatch(session, batch_size: int) -> str | None:
     return None
 
 
-def make_input(session, sample_shape: tuple[int, ...], batch_size: int, seed: int = 0) -> np.ndarray:
-    """A seeded normal batch (batch_size, *sample_shape) in the session's input dtype."""
-    inputs = session.get_inputs()
-    if len(inputs) != 1:
-        raise SessionError(f"bench feeds one input; this model takes {len(inputs)} ({', '.join(i.name for i in inputs)})")
-    meta = inputs[0]
-    dtype = ORT_DTYPES.get(meta.type)
-    if dtype is None:
-        raise SessionError(f"input {meta.name!r} has type {meta.type}; bench feeds float tensors only")
-    shape = (batch_size, *sample_shape)
-    problem = shape_mismatch(meta.shape, shape)
-    if problem:
-        raise SessionError(f"input {meta.name!r} has shape {meta.shape}, the input shape is {list(shape)} ({problem})")
-    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+def make_feed(session, shapes, batch_size: int, seed: int = 0, arrays: dict | None = None) -> dict[str, np.ndarray]:
+    """A seeded input per session input at ``batch_size``, in its dtype (``verify.inputs.random_input``:
+    floats N(0, 1), integers and bools 0 or 1); or, where ``arrays`` ({input name: array}; a one-input file takes
+    the only one) has one, that array, its rows repeated or cut to ``batch_size`` (``verify.inputs.batch_of``).
+
+    ``shapes``: a sample shape (without the batch axis) for a one-input file, or {input name: shape} for a file
+    with several (the batch axis replaced by ``batch_size`` where the file declares it symbolic, and on the
+    first input, whose fixed batch ``batch_mismatch`` has checked).
+    """
+    from ..verify.inputs import batch_of, random_input
+
+    metas = session.get_inputs()
+    if isinstance(shapes, dict):
+        missing = [m.name for m in metas if m.name not in shapes]
+        if missing:
+            raise SessionError(f"input {missing[0]!r} has no shape (the shapes given: {', '.join(shapes)})")
+        full = [tuple(shapes[m.name]) for m in metas]
+    elif len(metas) != 1:
+        raise SessionError(f"this model takes {len(metas)} inputs ({', '.join(m.name for m in metas)}); "
+                           "give a shape per input")
+    else:
+        full = [(batch_size, *shapes)]
+    feed = {}
+    for k, (meta, shape) in enumerate(zip(metas, full)):
+        dtype = ORT_DTYPES.get(meta.type)
+        if dtype is None:
+            raise SessionError(f"input {meta.name!r} has type {meta.type}; bench feeds float, integer and bool "
+                               "tensors")
+        if meta.shape and (k == 0 or not isinstance(meta.shape[0], int)):
+            shape = (batch_size, *shape[1:])
+        problem = shape_mismatch(meta.shape, shape)
+        if problem:
+            raise SessionError(f"input {meta.name!r} has shape {meta.shape}, the input shape is {list(shape)} "
+                               f"({problem})")
+        given = (arrays or {}).get(meta.name) if len(metas) > 1 else next(iter((arrays or {}).values()), None)
+        if given is not None:
+            given = batch_of(given, batch_size) if shape != tuple(given.shape) else given
+            problem = shape_mismatch(meta.shape, given.shape)
+            if problem:
+                raise SessionError(f"input {meta.name!r} has shape {meta.shape}, the array given has shape "
+                                   f"{list(given.shape)} ({problem})")
+        feed[meta.name] = random_input(shape, dtype, seed + k) if given is None else given.astype(dtype, copy=False)
+    return feed
 
 
-def make_runner(session, provider: str, x: np.ndarray):
-    """A no-argument callable that runs one inference on ``x``.
+def make_runner(session, provider: str, feed: dict[str, np.ndarray]):
+    """A no-argument callable that runs one inference on ``feed`` ({input name: array}).
 
-    CPU: ``session.run`` (no copies involved). CUDA: ``x`` is copied to the
-    device once, input and outputs are bound there, and each call is one
+    CPU: ``session.run`` (no copies involved). CUDA: each input is copied to the
+    device once, inputs and outputs are bound there, and each call is one
     ``run_with_iobinding`` (which synchronizes the device before returning).
     """
-    name = session.get_inputs()[0].name
     if provider != "cuda":
-        feed = {name: x}
         return lambda: session.run(None, feed)
     import onnxruntime as ort
 
     binding = session.io_binding()
-    x_device = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
-    binding.bind_ortvalue_input(name, x_device)
+    on_device = {name: ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0) for name, x in feed.items()}
+    for name, value in on_device.items():
+        binding.bind_ortvalue_input(name, value)
     for out in session.get_outputs():
         binding.bind_output(out.name, "cuda", 0)
 
     def run():
         session.run_with_iobinding(binding)
-        return x_device  # keeps the device buffer alive as long as the runner
+        return on_device  # keeps the device buffers alive as long as the runner
 
     return run

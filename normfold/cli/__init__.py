@@ -13,11 +13,12 @@ import sys
 import warnings
 from typing import Iterator
 
-from . import bench, inspect, quantize, run, verify, zoo
+from .. import __version__
+from . import bench, inspect, quantize, recalibrate, run, verify, zoo
 from .._messages import first_line, is_out_of_memory, typed_line
 from ._common import UsageError, error
 
-SUBCOMMANDS = (run, inspect, verify, bench, quantize, zoo)
+SUBCOMMANDS = (run, inspect, verify, bench, quantize, recalibrate, zoo)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,6 +30,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="normfold", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"normfold {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module in SUBCOMMANDS:
         module.add_parser(subparsers)

@@ -69,6 +69,33 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return positive_ints(text, "an input shape of positive integers, e.g. 1,3,224,224", separators=",x")
 
 
+def named_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
+    """``image=1,3,640,640`` -> ``("image", (1, 3, 640, 640))``; an unnamed ``1,3,64,64`` -> ``(None, ...)``."""
+    name, named, dims = text.rpartition("=")
+    if named and not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=N,C,H,W (an input's name before '='), got {text!r}")
+    return (name if named else None), parse_shape(dims)
+
+
+class _InputShapes(argparse.Action):
+    """--input-shape, repeatable: one unnamed shape (a one-input model) into ``input_shape``, or one
+    NAME=shape per input into ``named_shapes``; a mix, or a name given twice, is a usage error."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        name, shape = value
+        named = dict(namespace.named_shapes)
+        if namespace.input_shape is not None or (name is None and named):
+            raise argparse.ArgumentError(self, "give one unnamed N,C,H,W (a model with one input) or NAME=N,C,H,W "
+                                               "per input, not both or twice")
+        if name in named:
+            raise argparse.ArgumentError(self, f"input {name!r} is given twice")
+        if name is None:
+            namespace.input_shape = shape
+        else:
+            named[name] = shape
+        namespace.named_shapes = named
+
+
 def seed(text: str) -> int:
     """A seed for torch and numpy generators: an integer in [0, 2**64)."""
     try:
@@ -102,7 +129,9 @@ def positive_floats(text: str) -> tuple[float, ...]:
     return values
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, *, named_shapes: bool = False) -> None:
+    """MODEL, --input-shape and --seed; with ``named_shapes``, --input-shape NAME=N,C,H,W per input of an
+    .onnx MODEL too (``args.named_shapes``: {name: shape})."""
     parser.add_argument(
         "model",
         nargs="?",
@@ -110,8 +139,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="a zoo name (see `normfold zoo`), path/to/file.py:factory, or an .onnx file; "
              "default: the bundled default model",
     )
-    parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="N,C,H,W",
-                        help="example input shape (default: the zoo model's, an .onnx file's own, or 1,3,224,224)")
+    if named_shapes:
+        parser.set_defaults(named_shapes={})
+        parser.add_argument("--input-shape", type=named_shape, action=_InputShapes, default=None,
+                            metavar="[NAME=]N,C,H,W",
+                            help="example input shape (default: the zoo model's, an .onnx file's own, or "
+                                 "1,3,224,224); for an .onnx file with several inputs, NAME=shape per input "
+                                 "with symbolic dims (repeat the flag)")
+    else:
+        parser.add_argument("--input-shape", type=parse_shape, default=None, metavar="N,C,H,W",
+                            help="example input shape (default: the zoo model's, an .onnx file's own, or "
+                                 "1,3,224,224)")
     parser.add_argument("--seed", type=seed, default=0, help="seed for the example input (default 0)")
 
 
@@ -311,6 +349,11 @@ def model_and_input(args: argparse.Namespace) -> tuple[str, nn.Module, tuple[int
 
     The shape is --input-shape, else the zoo model's, else DEFAULT_SHAPE.
     """
+    named = getattr(args, "named_shapes", None)
+    if named:
+        first = next(iter(named))
+        raise UsageError(f"--input-shape {first}=...: a PyTorch MODEL takes one unnamed --input-shape N,C,H,W "
+                         "(NAME=shape is for the inputs of an .onnx file)")
     name, model, zoo_shape = load_model(args.model)
     shape = args.input_shape or zoo_shape or DEFAULT_SHAPE
     return name, model, shape, example_input(model, shape, args.seed)
@@ -327,18 +370,18 @@ def example_input(model: nn.Module, shape: tuple[int, ...], seed: int) -> torch.
     if not floats:
         raise UsageError(f"the model's forward returned {_kind(out)} for input shape {text}; normfold needs "
                          "floating-point tensor outputs (a tensor, or tuples/lists/dicts of them)")
-    check_finite({f"output {i}": t.numpy() for i, t in enumerate(floats)}, "the model", shape)
+    check_finite({f"output {i}": t.numpy() for i, t in enumerate(floats)}, "the model", text)
     return x
 
 
-def check_finite(outputs: dict[str, np.ndarray], what: str, shape: tuple[int, ...]) -> None:
-    """UsageError when an output of ``what`` on the seeded example input of ``shape`` is not finite."""
+def check_finite(outputs: dict[str, np.ndarray], what: str, shapes: str) -> None:
+    """UsageError when an output of ``what`` on the seeded example input (of ``shapes``, as text) is not finite."""
 
     for name, out in outputs.items():
         bad = int((~np.isfinite(np.asarray(out, dtype=np.float64))).sum())
         if bad:
             raise UsageError(f"{what}'s {name} holds {bad} NaN or infinite values (of {np.size(out)}) on a seeded "
-                             f"normal input of shape {','.join(map(str, shape))}: there is nothing to compare a "
+                             f"normal input of shape {shapes}: there is nothing to compare a "
                              "fold with (`normfold inspect` gives each norm's reason)")
 
 
@@ -386,66 +429,6 @@ def is_onnx(spec: str | os.PathLike | None) -> bool:
     return spec is not None and str(spec).lower().endswith(".onnx")
 
 
-@dataclass(frozen=True)
-class OnnxModel:
-    """An .onnx file given as MODEL: read and checked, with the input shape to use."""
-    path: Path
-    signature: object                   # normfold.verify.OnnxSignature
-    shape: tuple[int, ...]              # the example input's shape
-    input_shapes: dict | None           # for fold_onnx: {input: shape} when --input-shape fixes symbolic dims
-
-    @property
-    def name(self) -> str:
-        return str(self.path)
-
-
-def load_onnx(spec: str, input_shape: tuple[int, ...] | None, *, runnable: bool = False, seed: int = 0) -> OnnxModel:
-    """The .onnx MODEL, or UsageError: not a readable self-contained ONNX file, several inputs,
-    symbolic dims without --input-shape, an --input-shape the file does not take, an input too large
-    for memory; with ``runnable``, also a file onnxruntime cannot load (an opset or op it does not
-    know) or whose outputs on the seeded example input are not finite (a broken batch norm)."""
-    from normfold.verify.session import shape_mismatch
-
-    path = Path(spec)
-    sig = readable_onnx(path)
-    if len(sig.names) != 1:
-        raise UsageError(f"{path} takes {len(sig.names)} inputs ({', '.join(sig.names)}); the command line "
-                         "handles single-input models (use the Python API for several)")
-    name, declared = sig.names[0], sig.shapes[0]
-    if input_shape is not None:
-        problem = shape_mismatch(declared, input_shape)
-        if problem:
-            raise UsageError(f"--input-shape {','.join(map(str, input_shape))} does not fit {path}: input "
-                             f"{name!r} has shape {declared} ({problem})")
-        fixes_symbols = any(not (isinstance(d, int) and d > 0) for d in declared)
-        src = OnnxModel(path, sig, tuple(input_shape), {name: list(input_shape)} if fixes_symbols else None)
-    else:
-        symbolic = [f"axis {axis} ({d})" for _, axis, d in sig.symbolic()]
-        if symbolic:
-            raise UsageError(f"{path}: input {name!r} has shape {declared} with symbolic {', '.join(symbolic)}; "
-                             "give --input-shape N,C,H,W")
-        batch = declared[0] if declared and isinstance(declared[0], int) and declared[0] > 0 else 1
-        src = OnnxModel(path, sig, (batch, *declared[1:]), None)
-    check_memory(src.shape, f"the input of {path}")
-    if runnable:
-        _runs(src, seed)
-    return src
-
-
-def _runs(src: OnnxModel, seed: int) -> None:
-    """onnxruntime's CPU provider loads ``src`` and its outputs on the seeded example input are finite."""
-    from normfold.verify import SessionError
-    from normfold.verify.session import run_session
-
-    session = cpu_session(src.path)
-    try:
-        outputs = run_session(session, (seeded_input(src.shape, seed).numpy(),))
-    except SessionError as exc:
-        raise UsageError(str(exc)) from exc
-    names = [o.name for o in session.get_outputs()]
-    check_finite({f"output {n!r}": o for n, o in zip(names, outputs)}, str(src.path), src.shape)
-
-
 def readable_onnx(path: str | os.PathLike, *, runnable: bool = False):
     """``normfold.verify.read_onnx(path)``, its refusal as UsageError (one line naming the file);
     with ``runnable``, also refused when onnxruntime's CPU provider cannot load it."""
@@ -474,7 +457,16 @@ def cpu_session(path: str | os.PathLike):
 
 def seeded_input(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """The example input every subcommand uses: seeded N(0, 1)."""
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    from normfold.verify.inputs import random_input
+
+    return torch.from_numpy(random_input(shape, np.float32, seed))
+
+
+def model_accepts(model: nn.Module, xs: tuple[torch.Tensor, ...]) -> None:
+    """The PyTorch model runs on one sample of each input (``xs``: a tuple of batches), or UsageError."""
+    shapes = ", ".join(str(list(x.shape)) for x in xs)
+    with torch.no_grad():
+        user_code(lambda: model(*(x[:1] for x in xs)), f"the model rejects inputs of shape {shapes}: its forward")
 
 
 def write_json_atomic(data: dict, path: Path) -> None:

@@ -6,7 +6,9 @@ MODEL (a zoo name or path/to/file.py:factory) is exported three ways: unfolded
 Extra ONNX files on the command line are timed beside them; give only ONNX
 files (`normfold bench a.onnx b.onnx`) to time just those, side by side, each
 against the first (the input shape is the first file's, or --input-shape where
-it has symbolic dims).
+it has symbolic dims; a file with several inputs takes --input-shape NAME=N,C,H,W
+per input with symbolic dims, and each input is fed a seeded array of its
+dtype: floats N(0, 1), integers and bools 0 or 1).
 
 Each provider x optimization level x batch size is one setting. Within a
 setting the variants are timed interleaved (rotating rounds), so the printed
@@ -35,7 +37,6 @@ from ._common import (
     check_paths,
     cpu_session,
     is_onnx,
-    load_onnx,
     model_and_input,
     model_file,
     output,
@@ -44,6 +45,7 @@ from ._common import (
     readable_onnx,
     write_json_atomic,
 )
+from .onnx_model import add_inputs_argument, check_inputs_flag, load_onnx
 
 
 def _name_list(choices: tuple[str, ...]):
@@ -59,7 +61,8 @@ def _name_list(choices: tuple[str, ...]):
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="onnxruntime latency: unfolded vs folded vs norm-free twin",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(p)
+    add_model_arguments(p, named_shapes=True)
+    add_inputs_argument(p)
     p.add_argument("onnx", nargs="*", type=Path, help="extra ONNX files to time beside the model")
     p.add_argument("--providers", type=_name_list(("cpu", "cuda")), default=None,
                    help="comma-separated: cpu,cuda (default: cpu, plus cuda when it really works)")
@@ -87,30 +90,36 @@ def main(args: argparse.Namespace) -> int:
     from normfold.export import ExportError
 
     _check_args(args)
+    check_inputs_flag(args)
     onnx_files = list(args.onnx)
     for f in onnx_files:
         if not is_onnx(f):
             raise UsageError(f"extra argument {f}: expected an .onnx file")
     check_paths(output("--json", args.json) + output("--plot", args.plot)
                 + outputs_in("--export-dir", args.export_dir, VARIANT_FILES),
-                [("MODEL", model_file(args.model))] + [("an ONNX file to time", f) for f in onnx_files])
-    model = x = None
+                [("MODEL", model_file(args.model)), ("--inputs", args.inputs)]
+                + [("an ONNX file to time", f) for f in onnx_files])
+    model = x = shapes = None
     if is_onnx(args.model):
-        src = load_onnx(args.model, args.input_shape)
+        src = load_onnx(args.model, args)
         cpu_session(src.path)
         onnx_files.insert(0, src.path)
-        shape = src.shape
+        shape, shapes = src.shape, src.shapes
         name = ", ".join(f.name for f in onnx_files)
     else:
         name, model, shape, x = model_and_input(args)
     if args.batch_sizes:
-        check_memory((max(args.batch_sizes), *shape[1:]), "an input at the largest --batch-sizes")
+        for k, s in enumerate(shapes.values() if shapes else [shape]):
+            if k == 0 or src.signature.batched(k):
+                check_memory((max(args.batch_sizes), *s[1:]), "an input at the largest --batch-sizes")
     for f in args.onnx:
         readable_onnx(f, runnable=True)
 
     try:
         report = bench(
             model, x, onnx_files=onnx_files, sample_shape=shape[1:], providers=args.providers,
+            input_shapes=shapes if shapes and len(shapes) > 1 else None,
+            feeds=dict(zip(src.signature.names, src.given)) if shapes and src.given is not None else None,
             batch_sizes=args.batch_sizes or (shape[0],), optimizations=args.opt_levels, threads=args.threads, spinning=args.spinning,
             rounds=args.rounds, runs_per_round=args.runs_per_round, warmup=args.warmup,
             creation_repeats=args.creation_repeats, budget_ms=args.budget_ms,

@@ -3,7 +3,8 @@
 The oracle is MODEL run in float64. Against it, on the same inputs: MODEL in
 the ONNX file's dtype (its error sets the tolerance), MODEL folded by normfold
 (eager), and MODEL.onnx on each onnxruntime provider. A dynamic batch axis is
-checked at batch sizes 1 and 3 (and the number of files given with --inputs).
+checked at batch sizes 1 and 3, as `run` does (and also at the batch of
+--input-shape when that is another; with --inputs, the number of files given).
 
 MODEL may itself be an .onnx file, the original of MODEL.onnx (e.g. the input
 of `normfold run FILE.onnx`): the oracle is then its graph evaluated in float64
@@ -15,7 +16,9 @@ see normfold/verify/tolerance.py for why). --atol/--rtol replace the rule. On
 failure the table gives the smallest atol/rtol/k that would have passed, and
 the first fold site / ONNX node whose output leaves the oracle.
 
-Inputs: seeded N(0, 1) by default; --uniform LOW,HIGH; or --inputs PATH, a
+Inputs: seeded N(0, 1) by default; --uniform LOW,HIGH; integer and bool model
+inputs 0 or 1 (--input-shape NAME=N,C,H,W per input with symbolic dims, as for
+run); or --inputs PATH, a
 validation set streamed in batches (a directory of .png/.jpg/.npy, a glob, or an
 .npz; for several model inputs, an .npz keyed by input name or a folder per
 input): the float64 oracle runs on --oracle-samples of them to set the
@@ -41,16 +44,16 @@ from ._common import (
     finite_floats,
     is_onnx,
     load_model,
-    load_onnx,
+    model_accepts,
     model_file,
     output,
     positive_floats,
     positive_ints,
     readable_onnx,
-    user_code,
     write_json_atomic,
 )
 from . import verify_data
+from .onnx_model import input_shapes, load_onnx
 
 
 def _nonnegative(text: str) -> float:
@@ -66,11 +69,12 @@ def _nonnegative(text: str) -> float:
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("verify", help="check an ONNX file against its PyTorch model (exit 1 on failure)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(p)
+    add_model_arguments(p, named_shapes=True)
     p.add_argument("onnx", type=Path, metavar="MODEL.onnx", help="the ONNX file to check")
     p.add_argument("--providers", default="cpu", help="comma-separated onnxruntime providers: cpu, cuda (default cpu)")
     p.add_argument("--batch-sizes", type=positive_ints, default=None, metavar="1,3",
-                   help="batch sizes to check (default: 1,3 for a dynamic batch axis)")
+                   help="batch sizes to check (default: 1,3 for a dynamic batch axis, and the batch of "
+                        "--input-shape when that is another)")
     p.add_argument("--inputs", default=None, metavar="PATH",
                    help="a validation set, streamed: a directory of .png/.jpg/.npy files, a glob, or an .npz")
     p.add_argument("--uniform", type=finite_floats, default=None, metavar="LOW,HIGH",
@@ -120,7 +124,7 @@ def main(args: argparse.Namespace) -> int:
             model = OnnxOracle(readable_onnx(args.model).proto, where=name)
             model.session("cpu")    # onnxruntime loads it: the session its reference runs on
         elif is_onnx(args.model):
-            src = load_onnx(args.model, args.input_shape, runnable=True, seed=args.seed)
+            src = load_onnx(args.model, args, runnable=True)
             name, model = src.name, OnnxOracle(src.signature.proto, where=src.name)   # the graph in float64
         else:
             name, model, _ = load_model(args.model)
@@ -128,12 +132,12 @@ def main(args: argparse.Namespace) -> int:
         if args.inputs is not None:   # a validation set, opened before an fp16 export (same inputs)
             data, labels = verify_data.open_data(args, sig)
             return verify_data.main(args, name, model, *_precision(args, model, sig), providers, data, labels)
-        x, source, sizes = _inputs(args, sig)   # before an fp16 export: its inputs are the same
+        xs, source, sizes = _inputs(args, sig)   # before an fp16 export: its inputs are the same
         onnx_path, sig = _precision(args, model, sig)
-        check_inputs(model, sig, (x,))
+        check_inputs(model, sig, xs)
         if not isinstance(model, OnnxOracle):
-            _model_accepts(model, (x,))
-        report = verify(model, onnx_path, x, providers, atol=args.atol, rtol=args.rtol, batch_sizes=sizes,
+            model_accepts(model, xs)
+        report = verify(model, onnx_path, xs, providers, atol=args.atol, rtol=args.rtol, batch_sizes=sizes,
                         sig=sig)
     except (SessionError, InputError, ExportError, OracleError) as exc:
         raise UsageError(str(exc)) from exc
@@ -174,60 +178,50 @@ def _precision(args, model, sig):
         raise UsageError(f"--precision fp16 exports the PyTorch MODEL at fp16; with an ONNX MODEL ({model.where}), "
                          "give the fp16 file itself")
     target = fp16_file(args.onnx)
-    shape = _shape(args, sig)
+    shape = _shapes(args, sig)[sig.names[0]]
     x = torch.zeros((2, *shape[1:]))
     export(model, x, target, precision="fp16", dynamic_batch=sig.dynamic_batch)
     return target, read_onnx(target)
 
 
-def _shape(args, sig) -> tuple[int, ...]:
-    """The first input's shape: --input-shape, or the ONNX file's with batch 1."""
-    if args.input_shape is not None:
-        return args.input_shape
-    declared = sig.shapes[0]
-    rest = declared[1:]
-    if not all(isinstance(d, int) and d > 0 for d in rest):
-        raise UsageError(f"ONNX input {sig.names[0]!r} has shape {declared} with symbolic axes; "
-                         "give --input-shape N,C,H,W")
-    return (1, *rest)
+def _shapes(args, sig) -> dict[str, tuple[int, ...]]:
+    """{input: shape} of the checked file: --input-shape, or the file's own with batch 1 (onnx_model.py)."""
+    return input_shapes(sig, args.onnx, args.input_shape, args.named_shapes)
 
 
 def _inputs(args, sig):
-    """(example batch as a torch tensor, description of its source for the report, batch sizes)."""
+    """(example batch of each input as torch tensors, description of their source for the report, batch sizes)."""
     import numpy as np
     import torch
 
-    from normfold.verify.inputs import normalize, random_batch
+    from normfold.verify.check import DYNAMIC_BATCH_SIZES
+    from normfold.verify.inputs import normalize, random_batch, random_input
 
-    if len(sig.names) != 1:
-        raise UsageError(f"{args.onnx} takes {len(sig.names)} inputs ({', '.join(sig.names)}); random inputs "
-                         "feed one: give --inputs (an .npz keyed by input name, or a folder per input)")
     sizes = args.batch_sizes
-    shape = _shape(args, sig)
-    if args.input_shape is not None and sizes is None:
-        sizes = (shape[0],)
-    rows = max(sizes or (3 if sig.dynamic_batch else shape[0],))
-    check_memory((rows, *shape[1:]), "an input batch")
+    shapes = _shapes(args, sig)
+    first = shapes[sig.names[0]]
+    if (args.input_shape is not None or args.named_shapes) and sizes is None:
+        sizes = tuple(sorted({*DYNAMIC_BATCH_SIZES, first[0]})) if sig.dynamic_batch else (first[0],)
+    rows = max(sizes or (3 if sig.dynamic_batch else first[0],))
     if args.uniform is not None:
-        low, high = args.uniform
-        x = random_batch((rows, *shape[1:]), "uniform", args.seed, low, high)
-        source = {"kind": "uniform", "low": low, "high": high, "seed": args.seed}
+        source = {"kind": "uniform", "low": args.uniform[0], "high": args.uniform[1], "seed": args.seed}
     else:
-        x = random_batch((rows, *shape[1:]), "normal", args.seed)
         source = {"kind": "normal", "mean": 0.0, "std": 1.0, "seed": args.seed}
-    x = normalize(x, args.mean, args.std)
-    bad = np.argwhere(~np.isfinite(x))
-    if len(bad):
-        raise UsageError(f"--mean/--std make sample {bad[0][0]} of the inputs NaN or infinite "
-                         f"(at {tuple(int(i) for i in bad[0][1:])}): there is nothing to compare")
-    source.update(shape=list(x.shape[1:]), normalize_mean=args.mean, normalize_std=args.std)
-    return torch.from_numpy(np.ascontiguousarray(x)), source, sizes
-
-
-def _model_accepts(model, xs) -> None:
-    """The PyTorch model runs on one sample of each input (``xs``: a tuple of batches), or UsageError."""
-    import torch
-
-    shapes = ", ".join(str(list(x.shape)) for x in xs)
-    with torch.no_grad():
-        user_code(lambda: model(*(x[:1] for x in xs)), f"the model rejects inputs of shape {shapes}: its forward")
+    xs = []
+    for k, (name, dtype) in enumerate(zip(sig.names, sig.input_dtypes)):
+        shape = (rows, *shapes[name][1:]) if sig.batched(k) else shapes[name]
+        check_memory(shape, "an input batch" if len(shapes) == 1 else f"a batch of input {name!r}")
+        seed = (args.seed + k) % 2**64
+        if dtype.kind != "f":
+            xs.append(random_input(shape, dtype, seed))
+            continue
+        x = normalize(random_batch(shape, source["kind"], seed, *(args.uniform or ())), args.mean, args.std)
+        bad = np.argwhere(~np.isfinite(x))
+        if len(bad):
+            raise UsageError(f"--mean/--std make sample {bad[0][0]} of input {name!r} NaN or infinite "
+                             f"(at {tuple(int(i) for i in bad[0][1:])}): there is nothing to compare")
+        xs.append(x)
+    source.update(shape=list(xs[0].shape[1:]), normalize_mean=args.mean, normalize_std=args.std)
+    if len(xs) > 1:
+        source.update(shapes={n: list(x.shape) for n, x in zip(sig.names, xs)})
+    return tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in xs), source, sizes

@@ -21,6 +21,7 @@ from ._common import (
     EXIT_OK,
     UsageError,
     check_paths,
+    model_accepts,
     output,
     positive_int,
     positive_ints,
@@ -87,7 +88,7 @@ def open_data(args: argparse.Namespace, sig):
     its files. Errors raise InputError naming the file."""
     from normfold.verify import open_dataset, read_labels
 
-    data = open_dataset(args.inputs, list(zip(sig.names, sig.shapes)), resize=args.resize,
+    data = open_dataset(args.inputs, list(zip(sig.names, sig.shapes, sig.input_dtypes)), resize=args.resize,
                         mean=args.mean, std=args.std)
     try:
         check_paths(output("--json", args.json), [("--inputs", f) for f in data.files])
@@ -108,13 +109,11 @@ def main(args: argparse.Namespace, name: str, model, onnx_path: Path, sig, provi
     from normfold.verify import verify_dataset
     from normfold.verify.check import check_inputs
 
-    from .verify import _model_accepts
-
     try:
         first = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in _first_sample(data, args.skip_bad))
         check_inputs(model, sig, first)
         if isinstance(model, torch.nn.Module):
-            _model_accepts(model, first)
+            model_accepts(model, first)
         with _progress(args) as progress:
             report = verify_dataset(
                 model, onnx_path, data, providers, labels=labels, batch_size=args.batch_size,

@@ -25,6 +25,9 @@ folds float32 exports only (an fp16 graph's weights are already rounded once).
 
 The file is written to a temporary name beside ``path`` and moved into place
 only after it passes ``onnx.checker``: a failed export leaves nothing behind.
+A model over protobuf's 2 GB limit is written with its weights in
+``<name>.data`` beside it (``normfold.onnx_file.save``); ``ExportResult.files``
+lists every file written.
 """
 from __future__ import annotations
 
@@ -41,14 +44,16 @@ from torch import nn
 
 from .._messages import first_line, plain, root_cause
 from .._quiet import quiet
-from ..atomic import same_file, write_bytes
+from ..atomic import same_file
 from ..fold import FoldError, FoldReport, as_input_tuple, fold as fold_model, fold_onnx
 from ..fold.algebra import cast
 from ..fold.onnx.graph import NAME_SCOPES
 from ..fold.torch.examples import check_example_inputs
 from ..fold.torch.trace import UntraceableError, describe
 from ..nn.bake import bake_weights
+from ..onnx_file import OnnxFileError, save
 from .optimize import optimize as optimize_graph
+from .torchscript import torchscript_export
 
 
 class ExportError(RuntimeError):
@@ -60,6 +65,7 @@ class ExportResult:
     path: Path
     fold_report: FoldReport | None
     op_counts: dict[str, int] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)   # every file written: ``path``, and its external data if any
 
 
 def op_counts(model: onnx.ModelProto) -> dict[str, int]:
@@ -215,14 +221,21 @@ def _output_path(path: str | os.PathLike) -> Path:
 
 
 def write_checked(proto: onnx.ModelProto, path: str | os.PathLike, report: FoldReport | None = None) -> ExportResult:
-    """Write ``proto`` to ``path`` atomically once it passes ``onnx.checker`` (full check), or ExportError."""
+    """Write ``proto`` to ``path`` atomically once it passes ``onnx.checker`` (full check), or ExportError;
+    over 2 GB, with its external data beside it (see the module docstring)."""
     path = _output_path(path)
+    try:
+        files = save(proto, path, check=_checked)
+    except OnnxFileError as exc:
+        raise ExportError(str(exc)) from exc
+    return ExportResult(path=path, fold_report=report, op_counts=op_counts(proto), files=files)
+
+
+def _checked(proto: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as exc:
         raise ExportError(f"onnx.checker rejected the exported model: {first_line(str(exc))}") from exc
-    write_bytes(path, proto.SerializeToString())
-    return ExportResult(path=path, fold_report=report, op_counts=op_counts(proto))
 
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
@@ -262,6 +275,7 @@ def prepare(model: nn.Module, inputs: tuple, *, fold: bool, dtype: torch.dtype) 
 
 def _torch_export(model: nn.Module, inputs: tuple, *, opset: int, dynamic_batch: bool, keep_norms: bool) -> onnx.ModelProto:
     dynamic_shapes = None
+    example = inputs
     if dynamic_batch:
         # torch.export specializes a dimension whose example size is 1; trace with batch 2.
         inputs = tuple(t.expand(2, *t.shape[1:]).contiguous() if t.shape[0] == 1 else t for t in inputs)
@@ -280,8 +294,11 @@ def _torch_export(model: nn.Module, inputs: tuple, *, opset: int, dynamic_batch:
             )
             optimize_graph(program.model, keep_norms=keep_norms)
     except Exception as exc:
-        raise ExportError(f"torch.onnx.export failed for {type(model).__name__}: {plain(describe(root_cause(exc)))}"
-                          ) from exc
+        failure = f"torch.onnx.export failed for {type(model).__name__}: {plain(describe(root_cause(exc)))}"
+        try:   # the TorchScript exporter records one call, data-dependent shapes and all (torchscript.py)
+            return torchscript_export(model, example, opset=opset, dynamo_failure=failure)
+        except Exception as second:
+            raise ExportError(str(second)) from exc
     return program.model_proto
 
 

@@ -1,7 +1,9 @@
 """verify(): the original model in float64 is the oracle; everything else is measured against it.
 
 The oracle (oracle.py) is either a PyTorch model or an ONNX graph (the original
-.onnx file, evaluated in float64 by onnx.reference). Runs, on the same inputs,
+.onnx file, evaluated in float64 by onnx.reference; where that cannot evaluate
+it, the file on onnxruntime in float32, float32_graph.py, and the report's
+``oracle`` and ``claim`` say so and what a pass is then worth). Runs, on the same inputs,
 for each batch size:
   original_<dtype>  the original in the checked file's dtype (float32, or
                     float16 for an fp16 export): eager for a PyTorch model, the
@@ -17,8 +19,8 @@ says otherwise. Eager runs are on CPU; on CUDA the check is onnxruntime's, with
 TF32 off there and in torch (``torch.backends.{cuda.matmul,cudnn}.allow_tf32``).
 
 Bad input or environment (a missing or corrupt file, inputs that do not match
-it, an unknown or unusable provider, a graph the float64 oracle cannot
-evaluate) raises SessionError, InputError or OracleError; a failed check is a
+it, an unknown or unusable provider, a graph neither oracle can evaluate)
+raises SessionError, InputError or OracleError; a failed check is a
 report with ``ok == False``.
 """
 from __future__ import annotations
@@ -40,6 +42,7 @@ from .localize import DEFAULT_BUDGET_BYTES, first_fold_site, first_onnx_node, fi
 from .metrics import ErrorStats
 from .oracle import OnnxOracle, Oracle, TorchOracle, as_oracle, cast_copy, run_eager
 from .report import RunCheck, VerifyReport
+from .selection import SelectedRows
 from .session import SessionError, cuda_problem, open_session, provider_name, provider_options, run_session, shape_mismatch
 from .signature import OnnxSignature, read_onnx
 from .tolerance import Tolerance, minimum_passing
@@ -124,7 +127,7 @@ def verify(
     oracle = as_oracle(model)
     sig = read_onnx(onnx_path) if sig is None else sig
     check_inputs(oracle, sig, inputs)
-    sizes = _batch_sizes(sig, batch_sizes)
+    sizes = _batch_sizes(sig, batch_sizes, int(inputs[0].shape[0]) if inputs and inputs[0].dim() else 1)
     dtype, np_dtype, tol = sig.dtype, sig.np_dtype, Tolerance(atol=atol, rtol=rtol)
     short = "fp16" if dtype == torch.float16 else "fp32"
 
@@ -133,21 +136,23 @@ def verify(
             folded = folded_eager(oracle, inputs, dtype, short)
         folded, fold_report, note = folded
         sessions = {p: open_session(onnx_path, p) for p in providers}
-        report = VerifyReport(rule=tol.describe(np_dtype, oracle.description),
-                              environment=_environment(sessions, dtype, sizes, oracle))
+        report = VerifyReport()
         if note:
             report.notes.append(note)
         failing_batch = None
+        rows = SelectedRows(sig.proto)
         work = None if folded is None else cast_copy(folded, dtype)  # one copy for every batch size
         for b in sizes:
-            xb = tuple(batch_of(t.detach().cpu().numpy(), b) for t in inputs)
+            xb = tuple(batch_of(t.detach().cpu().numpy(), b) if sig.batched(k) else t.detach().cpu().numpy()
+                       for k, t in enumerate(inputs))
             truth = oracle.run(xb)
             names = [o.name for o in next(iter(sessions.values())).get_outputs()] if sessions else []
             if len(names) != len(truth):
                 names = [f"output{i}" for i in range(len(truth))]
             ref = oracle.reference(xb, np_dtype)
             ref_errors = []
-            for name, o, r in zip(names, truth, ref):
+            for k, (name, o, r) in enumerate(zip(names, truth, ref)):
+                r = rows.compared(k, name, o, r, f"original_{short}", b)
                 stats = ErrorStats.of(o, r)
                 ref_errors.append(stats.max_abs)
                 report.checks.append(RunCheck(f"original_{short}", name, stats, None, True, b, stats.max_abs))
@@ -158,11 +163,16 @@ def verify(
             for run, outs in runs.items():
                 if len(outs) != len(truth):
                     raise SessionError(f"{run}: {len(outs)} outputs, the original has {len(truth)}")
-                for name, o, got, e_ref in zip(names, truth, outs, ref_errors):
-                    row = _row(run, name, o, got, e_ref, b, tol, np_dtype)
+                for k, (name, o, got, e_ref) in enumerate(zip(names, truth, outs, ref_errors)):
+                    row = _row(run, name, o, rows.compared(k, name, o, got, run, b), e_ref, b, tol, np_dtype)
                     report.checks.append(row)
                     if not row.ok and failing_batch is None:
                         failing_batch = xb
+        # after the runs: an ONNX oracle falls back to float32 on its first run where onnx.reference fails
+        report.notes += rows.notes()
+        report.rule = tol.describe(np_dtype, oracle.description)
+        report.oracle, report.claim = getattr(oracle, "precision", "float64"), getattr(oracle, "claim", None)
+        report.environment = _environment(sessions, dtype, sizes, oracle)
         if failing_batch is not None and localize:
             _localize(report, oracle, folded, fold_report, sig, failing_batch, dtype, budget_bytes)
     return report
@@ -236,16 +246,19 @@ def _localize(report: VerifyReport, oracle: Oracle, folded, fold_report, sig: On
                                 "the divergence is in a node without weights, or only at the outputs")
 
 
-def _batch_sizes(sig: OnnxSignature, requested: Sequence[int] | None) -> tuple[int, ...]:
+def _batch_sizes(sig: OnnxSignature, requested: Sequence[int] | None, example: int) -> tuple[int, ...]:
+    """The batch sizes to check: 1 and 3 on a dynamic batch axis; else the declared batch, or the example's
+    where the batch symbol is also on another input's inner axis (``OnnxSignature.dynamic_batch``)."""
     declared = sig.shapes[0][0] if sig.shapes[0] else None
+    fixed = declared if isinstance(declared, int) and declared > 0 else example
     if requested is None:
-        return DYNAMIC_BATCH_SIZES if sig.dynamic_batch else (declared or 1,)
+        return DYNAMIC_BATCH_SIZES if sig.dynamic_batch else (fixed,)
     requested = tuple(int(b) for b in requested)
     if any(b < 1 for b in requested):
         raise InputError(f"batch sizes must be positive, got {list(requested)}")
-    if not sig.dynamic_batch and any(b != declared for b in requested):
-        raise InputError(f"the ONNX model has a fixed batch size of {declared}; cannot check batch sizes "
-                         f"{list(requested)}")
+    if not sig.dynamic_batch and any(b != fixed for b in requested):
+        raise InputError(f"the ONNX model's batch is fixed at {fixed} (declared, or carried by another input's "
+                         f"inner axis); cannot check batch sizes {list(requested)}")
     return requested
 
 

@@ -1,7 +1,8 @@
 """A validation set on disk, read lazily: every sample named and sized up front, pixels read per batch.
 
 ``open_dataset(spec, inputs)`` takes ``--inputs`` and the model's inputs
-(name and declared shape, from the ONNX file) and returns a ``Dataset``:
+(name, declared shape and, optionally, numpy dtype, from the ONNX file) and
+returns a ``Dataset``; ``load_samples`` reads every sample of one in one batch:
 
 * a directory: every .png/.jpg/.jpeg/.npy file below it (sub-folders too, so a
   folder-per-class layout works), sorted by relative path; for a model with
@@ -10,7 +11,9 @@
   pattern's fixed leading folders;
 * an .npz file: for a model with several inputs, or when a key is one of the
   model's input names, one array per input (``(N, ...)``, the same N; samples
-  are named by row, "0", "1", ...; any other key is an error); otherwise its
+  are named by row, "0", "1", ...; any other key is an error; an input whose
+  leading axis is not the batch, a weight fed as an input, takes its array
+  whole, fed as it is with every batch); otherwise its
   arrays sorted by key, each a sample or a batch;
 * a single .npy or image file.
 
@@ -18,7 +21,8 @@ An image becomes C×H×W float32 in [0, 1], converted to the model's channel
 count where the input declares 1 or 3 channels (grey "L" or "RGB"), and
 resized to ``resize`` (H, W) with bilinear filtering when asked. An .npy array
 of the input's rank is a batch (rows named ``file.npy[i]``), of one axis less a
-single sample. Arrays become float32.
+single sample. Arrays become float32; an integer or bool model input takes
+integer (bool) arrays only, in its own dtype, without --mean/--std.
 
 Opening reads headers only (image size and mode, .npy shape and dtype), so a
 file that is not an image or an array, samples of different sizes, a shape the
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import glob
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -42,10 +47,12 @@ from .._messages import error_line
 from .arrays import ArrayError, ArrayFile, npz_members
 from .inputs import InputError, normalize
 from .session import shape_mismatch
+from .signature import batched
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ARRAY_SUFFIXES = (".npy",)
 _GREY_MODES = ("L", "I", "I;16", "1", "LA")
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,8 @@ class Column:
     input: str
     refs: list
     sample_shape: tuple[int, ...]
+    dtype: np.dtype = np.dtype(np.float32)     # the model input's: float32, or an integer/bool dtype
+    constant: bool = False                     # one array (refs[0]) fed whole with every batch: no batch axis
 
 
 @dataclass
@@ -135,7 +144,7 @@ class Dataset:
         kept, rows, skipped = [], [], []
         for i in indices:
             try:
-                sample = [self._sample(c, i) for c in self.columns]
+                sample = [None if c.constant else self._sample(c, i) for c in self.columns]
             except InputError as exc:
                 if not skip_bad:
                     raise
@@ -143,7 +152,8 @@ class Dataset:
                 continue
             kept.append(int(i))
             rows.append(sample)
-        batch = tuple(np.stack([r[k] for r in rows]) if rows else np.zeros((0, *c.sample_shape), np.float32)
+        batch = tuple(self._sample(c, 0) if c.constant else
+                      np.stack([r[k] for r in rows]) if rows else np.zeros((0, *c.sample_shape), c.dtype)
                       for k, c in enumerate(self.columns))
         return kept, batch, skipped
 
@@ -164,6 +174,8 @@ class Dataset:
             raise InputError(f"cannot read {ref.where}: {type(exc).__name__}: {error_line(exc)}") from exc
         if x.shape != column.sample_shape:
             raise InputError(f"{ref.where} decodes to shape {x.shape}, its header said {column.sample_shape}")
+        if column.dtype.kind != "f" or column.constant:
+            return x.astype(column.dtype, copy=False)
         x = normalize(x.astype(np.float32, copy=False)[None], self.mean, self.std)[0]
         bad = np.argwhere(~np.isfinite(x))
         if len(bad):
@@ -173,17 +185,40 @@ class Dataset:
         return x
 
 
-def open_dataset(spec: str | os.PathLike, inputs: Sequence[tuple[str, Sequence]], *,
+def load_samples(path: str | os.PathLike, rank: int) -> np.ndarray:
+    """All samples under ``path`` as one float32 batch of ``rank`` axes, for a one-input model (for a
+    validation set, stream it with ``Dataset.read`` instead).
+
+    An array with ``rank - 1`` axes is one sample, one with ``rank`` axes a batch.
+    """
+    return load_all(path, [("", ["batch"] + ["?"] * (rank - 1))])[0]
+
+
+def load_all(spec: str | os.PathLike, inputs: Sequence[tuple], flag: str = "--inputs") -> tuple[np.ndarray, ...]:
+    """Every sample of ``open_dataset(spec, inputs)`` in one batch per input."""
+    data = open_dataset(spec, inputs, flag=flag)
+    try:
+        return data.read(range(len(data)))[1]
+    finally:
+        data.close()
+
+
+def open_dataset(spec: str | os.PathLike, inputs: Sequence[tuple], *,
                  resize: tuple[int, int] | None = None, mean=None, std=None, flag: str = "--inputs") -> Dataset:
-    """The dataset ``spec`` for a model whose inputs are ``[(name, declared shape), ...]``; see the module docstring."""
+    """The dataset ``spec`` for a model whose inputs are ``[(name, declared shape[, numpy dtype]), ...]`` (float32
+    when the dtype is not given); see the module docstring."""
     text = str(spec)
     path = Path(text)
+    dtypes = [np.dtype(i[2]) if len(i) > 2 else np.dtype(np.float32) for i in inputs]
+    inputs = [(i[0], i[1]) for i in inputs]
     names = [n for n, _ in inputs]
     if path.is_file() and path.suffix.lower() == ".npz":
         data = _npz(path, inputs, flag)
     elif path.is_dir():
         data = _directory(path, inputs, resize, flag)
     elif path.is_file():
+        if path.suffix.lower() not in IMAGE_SUFFIXES + ARRAY_SUFFIXES:
+            raise InputError(not_data(path, flag))
         if len(inputs) != 1:
             raise InputError(f"{flag} {path}: one file feeds one input; the model takes {len(inputs)} "
                              f"({', '.join(names)}): give an .npz or a folder per input")
@@ -200,9 +235,11 @@ def open_dataset(spec: str | os.PathLike, inputs: Sequence[tuple[str, Sequence]]
     else:
         raise InputError(f"{flag} {path} does not exist")
     data.mean, data.std, data.flag = mean, std, flag
-    for column, (name, declared) in zip(data.columns, inputs):
+    for column, (name, declared), dtype in zip(data.columns, inputs, dtypes):
         _fits(column, name, declared, flag, resize)
-        normalize(np.zeros((1, *column.sample_shape), np.float32), mean, std)   # --mean/--std channel count
+        _takes(column, dtype)
+        if dtype.kind == "f":
+            normalize(np.zeros((1, *column.sample_shape), np.float32), mean, std)   # --mean/--std channel count
     if not data.names:
         raise InputError(f"{flag} {text} holds no samples")
     data.source.update(samples=len(data.names))
@@ -261,7 +298,14 @@ def _files(files: list[Path], root: Path, model_input, resize, source: dict) -> 
     return Dataset(names, [Column(name, refs, _common_shape(refs, names))], source, list(files))
 
 
+def not_data(path: Path, flag: str | None = None) -> str:
+    """The message for a file that is none of the formats a dataset reads (a text file, say)."""
+    return f"{flag + ' ' if flag else ''}{path} is not an .npz/.npy/image file"
+
+
 def _npz(path: Path, inputs, flag) -> Dataset:
+    if not zipfile.is_zipfile(path):
+        raise InputError(not_data(path, flag))
     keys = npz_members(path)
     if not keys:
         raise InputError(f"{flag} {path} holds no arrays")
@@ -280,6 +324,9 @@ def _npz(path: Path, inputs, flag) -> Dataset:
             if array.ndim != len(declared):
                 raise InputError(f"{array.where} has shape {array.shape}; input {name!r} has {len(declared)} "
                                  f"axes, so expected a batch of {len(declared)}")
+            if not batched(declared, inputs[0][1]):
+                columns.append(Column(name, [RowRef(array, None)], tuple(array.shape), constant=True))
+                continue
             if n is not None and array.shape[0] != n:
                 raise InputError(f"{array.where} has {array.shape[0]} samples, {path}[{inputs[0][0]}] has {n}")
             n = array.shape[0]
@@ -306,6 +353,10 @@ def _add_array(array: ArrayFile, label: str, rank: int, names: list, refs: list)
 
 
 def _array(path: Path, member: str | None) -> ArrayFile:
+    if member is None:
+        with open(path, "rb") as f:   # np.load calls a file without the .npy magic "pickled data"
+            if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+                raise InputError(not_data(path))
     try:
         array = ArrayFile(path, member)
     except ArrayError as exc:
@@ -341,8 +392,26 @@ def _common_shape(refs, names) -> tuple[int, ...]:
     return shape or ()
 
 
+def _takes(column: Column, dtype: np.dtype) -> None:
+    """An integer (bool) model input takes integer (bool) arrays only: its values are indices or shapes, so a
+    float or an image is refused, naming the file; the column is read in the input's dtype."""
+    column.dtype = dtype
+    if dtype.kind == "f":
+        return
+    wanted = "b" if dtype == np.bool_ else "iu"
+    for ref in column.refs:
+        got = ref.array.dtype if isinstance(ref, RowRef) else np.dtype(np.float32)
+        if got.kind not in wanted:
+            what = "bool" if dtype == np.bool_ else "integer"
+            source = ref.array.where if isinstance(ref, RowRef) else f"{ref.where} (an image)"
+            raise InputError(f"{source} has dtype {got}; input {column.input!r} is {dtype}: give {what} values")
+
+
 def _fits(column: Column, name: str, declared, flag: str, resize) -> None:
-    problem = shape_mismatch(["batch", *declared[1:]] if declared else declared, (1, *column.sample_shape))
+    if column.constant:
+        problem = shape_mismatch(declared, column.sample_shape)
+    else:
+        problem = shape_mismatch(["batch", *declared[1:]] if declared else declared, (1, *column.sample_shape))
     if problem:
         images = any(isinstance(r, ImageRef) for r in column.refs[:1])
         hint = ""

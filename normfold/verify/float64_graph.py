@@ -7,7 +7,9 @@ initializers, Constant/ConstantOfShape values, the graph's inputs, outputs and
 value_info, the target of Cast, the dtype attribute of EyeLike and the Random*
 ops; nested graphs (If/Loop/Scan bodies) and model-local functions likewise.
 Integer tensors are left as they are. ConvTranspose runs on
-``conv_transpose.ConvTranspose`` (onnx.reference's own fails for group > 1).
+``conv_transpose.ConvTranspose`` (onnx.reference's own fails for group > 1),
+BatchNormalization on ``batch_norm.BatchNormalization`` (onnx.reference's own
+normalizes with the batch's statistics when the node has a momentum attribute).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .._messages import typed_line
+from .batch_norm import BatchNormalization
 from .conv_transpose import ConvTranspose
 
 FLOATS = {TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE}
@@ -26,7 +29,12 @@ _DTYPE_ATTRIBUTES = {"Cast": "to", "EyeLike": "dtype", "RandomNormal": "dtype", 
 
 
 class OracleError(RuntimeError):
-    """The float64 oracle cannot evaluate this graph (an op onnx.reference does not implement, ...)."""
+    """The float64 oracle cannot evaluate this graph (an op onnx.reference does not implement, ...);
+    ``reason`` says why without naming the file."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 def float64_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -50,9 +58,11 @@ class Float64Graph:
                             if i.name not in {t.name for t in proto.graph.initializer}]
         self.output_names = [o.name for o in proto.graph.output]
         try:
-            self._evaluator = ReferenceEvaluator(float64_copy(proto), new_ops=[ConvTranspose])
+            self._evaluator = ReferenceEvaluator(float64_copy(proto), new_ops=[BatchNormalization, ConvTranspose])
         except Exception as exc:
-            raise OracleError(f"the float64 oracle (onnx.reference) cannot load {where}: {typed_line(exc)}") from exc
+            custom = custom_ops(proto)
+            why = f"onnx.reference has no {', '.join(custom)}" if custom else f"onnx.reference: {typed_line(exc)}"
+            raise OracleError(f"cannot evaluate {where} in float64: {why}", why) from exc
 
     def run(self, inputs: Iterable[np.ndarray], names: list[str] | None = None) -> list[np.ndarray]:
         """The graph's outputs (or the tensors ``names``) for positional ``inputs``, as float64 arrays."""
@@ -64,9 +74,19 @@ class Float64Graph:
             with np.errstate(all="ignore"):
                 values = self._evaluator.run(names or self.output_names, feeds)
         except Exception as exc:
-            raise OracleError(f"the float64 oracle (onnx.reference) failed on {self.where}: {typed_line(exc)}") from exc
+            why = f"onnx.reference failed: {typed_line(exc)}"
+            raise OracleError(f"cannot evaluate {self.where} in float64: {why}", why) from exc
         return [np.asarray(v, dtype=np.float64) if np.issubdtype(np.asarray(v).dtype, np.floating) else np.asarray(v)
                 for v in values]
+
+
+def custom_ops(proto: onnx.ModelProto) -> list[str]:
+    """'op (domain)' for each op of the graph (not its subgraphs) in a domain outside the ONNX standard
+    and the model's own functions, in graph order: ops onnx.reference does not implement."""
+    local = {(f.domain, f.name) for f in proto.functions}
+    ops = [f"{n.op_type} ({n.domain})" for n in proto.graph.node
+           if n.domain not in ("", "ai.onnx", "ai.onnx.ml") and (n.domain, n.op_type) not in local]
+    return list(dict.fromkeys(ops))
 
 
 def _widen_graph(graph: onnx.GraphProto) -> None:

@@ -4,8 +4,10 @@ Sources (one input tensor, batch axis first):
 
 * ``random_batch(shape, "normal", seed)``: standard normal, N(0, 1);
 * ``random_batch(shape, "uniform", seed, low, high)``: uniform in [low, high);
-* ``load_samples(path)``: every sample of a dataset on disk (dataset.py: a
-  directory of .png/.jpg/.jpeg/.npy files, a glob, or an .npz) in one batch.
+* ``random_input(shape, dtype, seed)``: the example input of one model input,
+  by its dtype: floats N(0, 1) (torch's generator: ``torch.randn`` with that
+  seed), integers and bools 0 or 1 (an index valid on any axis of two or more);
+* ``dataset.load_samples(path)``: every sample of a dataset on disk in one batch.
 
 ``normalize(x, mean, std)`` applies per-channel (x - mean) / std, the usual
 image preprocessing; it is applied after loading or drawing.
@@ -18,7 +20,6 @@ samples).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -40,19 +41,14 @@ def random_batch(shape: Sequence[int], distribution: str = "normal", seed: int =
     raise InputError(f"unknown distribution {distribution!r}; choose normal or uniform")
 
 
-def load_samples(path: str | Path, rank: int) -> np.ndarray:
-    """All samples under ``path`` as one float32 batch of ``rank`` axes (dataset.py reads them;
-    for a validation set, stream it with ``Dataset.read`` instead).
+def random_input(shape: Sequence[int], dtype=np.float32, seed: int = 0) -> np.ndarray:
+    """A seeded input of ``dtype`` (see the module docstring): what the command line feeds a model input."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_ or np.issubdtype(dtype, np.integer):
+        return np.random.default_rng(seed).integers(0, 2, tuple(shape)).astype(dtype)
+    import torch
 
-    An array with ``rank - 1`` axes is one sample, one with ``rank`` axes a batch.
-    """
-    from .dataset import open_dataset
-
-    data = open_dataset(path, [("", ["batch"] + ["?"] * (rank - 1))])
-    try:
-        return data.read(range(len(data)))[1][0]
-    finally:
-        data.close()
+    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(seed)).numpy().astype(dtype, copy=False)
 
 
 def normalize(x: np.ndarray, mean: Sequence[float] | None, std: Sequence[float] | None) -> np.ndarray:

@@ -10,8 +10,11 @@ e_ref:
 * ONNX nodes: every node whose initializers are named after a module
   (``layer1.0.conv1.weight``) stands for that module's output; the last such
   node of a module is exposed as an extra graph output on an in-memory copy of
-  the model. If the module absorbed a norm (per the fold report, and the norm
-  has no node of its own in the file), the reference is the norm's output.
+  the model. A module whose weights in the file are the original's is compared
+  with its own output; one whose weights differ absorbed a norm, and is
+  compared with the output of the last norm its fold absorbed (per the fold
+  report), never with its own pre-norm output (skipped when the report names
+  no such norm).
 
 With an ONNX oracle (the original .onnx file) there are no modules; the scan
 is by tensor name:
@@ -35,6 +38,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
 import torch
 from torch import nn
 
@@ -165,17 +170,44 @@ def onnx_candidates(proto, report: FoldReport | None, original: nn.Module) -> li
             if name in inits and module in module_names and node.output:
                 last[module] = (index, node.output[0], node.name, node.op_type)
     absorbed = fold_references(original, report) if report else {}
+    rewritten = _rewritten(proto, original, set(last))
     candidates = []
     for module, (_, value, node, op) in sorted(last.items(), key=lambda kv: kv[1][0]):
-        ref, site = absorbed.get(module, (module, None))
-        if ref is None:
-            continue  # the folded layer's output has no counterpart in the original
-        folded_here = site is not None and ref not in last
-        candidates.append(_Candidate(
-            key=value, module=module, reference=ref if folded_here else module, node=node, op_type=op,
-            fold_site=site if folded_here else None,
-        ))
+        ref, site = absorbed.get(module, (None, None))
+        if module not in rewritten:
+            ref, site = module, None   # the original's weights: its own output is the reference
+        elif ref is None:
+            continue  # rewritten, and no module of the original computes what it now computes
+        candidates.append(_Candidate(key=value, module=module, reference=ref, node=node, op_type=op, fold_site=site))
     return candidates
+
+
+def _rewritten(proto, original: nn.Module, modules: set[str]) -> set[str]:
+    """The ``modules`` some of whose named initializers differ from the original's tensors of that name.
+
+    A layer that absorbed a norm computes the norm's output, not its own: it
+    must never be compared with its own (pre-norm) output in the original,
+    whatever names the fold report gives. The original's tensor is cast to the
+    initializer's dtype first (an fp16 file holds the fp16 cast); a 2-d weight
+    stored transposed counts as the same.
+    """
+    state = {k: v.detach().cpu() for k, v in original.state_dict().items()}
+    out = set()
+    for init in proto.graph.initializer:
+        module = init.name.rpartition(".")[0]
+        if module not in modules or init.name not in state:
+            continue
+        if not state[init.name].is_floating_point():
+            continue
+        mine = onnx.numpy_helper.to_array(init)
+        theirs = state[init.name].numpy().astype(mine.dtype)
+        if not (_same(mine, theirs) or (theirs.ndim == 2 and _same(mine, theirs.T))):
+            out.add(module)
+    return out
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.array_equal(a, b))
 
 
 def fold_references(original: nn.Module, report: FoldReport) -> dict[str, tuple[str | None, str]]:

@@ -10,7 +10,13 @@ provide them:
   never changed);
 * ``OnnxOracle(path)``: an .onnx file, evaluated in float64 by onnx.reference
   on a float64 copy of its graph (float64_graph.py), and run as it is on
-  onnxruntime's CPU provider for the reference.
+  onnxruntime's CPU provider for the reference. A file onnx.reference cannot
+  evaluate (custom-domain ops such as com.microsoft's FusedConv or
+  DynamicQuantizeLSTM, an op it does not implement) falls back to a float32
+  oracle (float32_graph.py): the file on onnxruntime with graph optimizations
+  off is the truth, and the reference is its spread over other float32 runs.
+  ``precision`` says which ("float64", or the file's dtype), ``claim`` what a
+  pass is then worth (None for float64).
 
 Outputs are flat lists of float64 arrays, in the order the ONNX exporter
 flattens nested outputs (torch's pytree: tuples, lists and dicts in order).
@@ -37,9 +43,11 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from .._messages import typed_line
+from .float32_graph import SPREAD_RUNS, Float32Graph, with_outputs
 from .float64_graph import Float64Graph, OracleError
 from .session import SessionError, open_session, run_session
 from .signature import read_onnx, signature_of
+from .tolerance import K
 
 Batch = Sequence[np.ndarray]
 ORACLE_CHUNK = 8
@@ -47,6 +55,7 @@ ORACLE_CHUNK = 8
 
 class Oracle(Protocol):
     description: str    # what the ground truth is, for the report's rule line
+    precision: str      # the dtype the ground truth is computed in: "float64", or "float32" for a fallback
 
     def run(self, batch: Batch) -> list[np.ndarray]:
         """The original model's outputs in float64."""
@@ -57,6 +66,8 @@ class Oracle(Protocol):
 
 class TorchOracle:
     description = "original model in float64"
+    precision = "float64"
+    claim = None
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -78,43 +89,90 @@ class TorchOracle:
 
 
 class OnnxOracle:
-    description = "original ONNX graph in float64 (onnx.reference)"
+    """The original .onnx file: in float64 by onnx.reference, or, where that cannot evaluate it, in float32
+    on onnxruntime (see the module docstring); ``why`` says why not float64 (None when float64)."""
 
-    def __init__(self, model: str | os.PathLike | onnx.ModelProto, where: str | None = None):
+    def __init__(self, model: str | os.PathLike | onnx.ModelProto, where: str | None = None,
+                 path: str | os.PathLike | None = None):
         if isinstance(model, onnx.ModelProto):
             self.where = where or "the original ONNX model"
             self.signature = signature_of(model, self.where)
         else:
             self.where = where or str(Path(model))
             self.signature = read_onnx(model)
+            path = model
+        self.path = path    # the file (given, or ``path``): sessions open from it, with its external data
         self.proto = self.signature.proto
         self.dtype = self.signature.np_dtype    # the dtype its reference runs in
-        self.graph = Float64Graph(self.proto, self.where)
         self._sessions: dict[str, object] = {}
+        self._evaluated = False
+        self.why: str | None = None
+        try:
+            self.graph: Float64Graph | Float32Graph = Float64Graph(self.proto, self.where)
+        except OracleError as exc:
+            self._fall_back(exc)
+
+    @property
+    def precision(self) -> str:
+        return "float64" if self.why is None else self.dtype.name
+
+    @property
+    def description(self) -> str:
+        if self.why is None:
+            return "original ONNX graph in float64 (onnx.reference)"
+        return f"original ONNX file in {self.dtype.name} on onnxruntime CPU, optimizations off ({self.why})"
+
+    @property
+    def claim(self) -> str | None:
+        """What a pass is worth with the fallback oracle, for the report (None with the float64 one)."""
+        if self.why is None:
+            return None
+        name = self.dtype.name
+        return (f"{name} oracle: the original's error is its spread over other {name} runs of itself "
+                f"({'; '.join(SPREAD_RUNS)}), not its distance from float64: a pass says the checked file "
+                f"is within {K:g}x that spread (plus the 64-ulp floor) of the original, and cannot see rounding "
+                "error the original file itself has")
 
     def run(self, batch: Batch, names: list[str] | None = None) -> list[np.ndarray]:
-        if names:     # intermediate tensors need not have a batch axis: one run
-            return self.graph.run(batch, names)
-        return in_chunks(self.graph.run, batch)
+        try:
+            if names:     # intermediate tensors need not have a batch axis: one run
+                out = self.graph.run(batch, names)
+            else:
+                out = in_chunks(self.graph.run, batch) if self.why is None else self.graph.run(batch)
+        except OracleError as exc:
+            if self._evaluated:    # one oracle per check: never switch after a float64 result
+                raise
+            self._fall_back(exc)
+            return self.run(batch, names)
+        self._evaluated = True
+        return out
 
     def reference(self, batch: Batch, dtype: np.dtype, names: list[str] | None = None,
                   provider: str = "cpu") -> list[np.ndarray]:
-        """The original file on onnxruntime (its outputs, or the tensors ``names``), as float64 arrays."""
+        """The original file on onnxruntime (its outputs, or the tensors ``names``), as float64 arrays;
+        with the fallback oracle, per output the run of its spread farthest from the truth."""
         if np.dtype(dtype) != self.dtype:
             raise SessionError(f"{self.where} is a {self.dtype.name} model; its reference cannot run in "
                                f"{np.dtype(dtype).name} (compare files of the same dtype)")
+        if self.why is not None:
+            return self.graph.spread(batch, names, provider)
         if names:
             session = open_session(with_outputs(self.proto, names).SerializeToString(), provider)
         else:
             session = self.session(provider)
         return [np.asarray(v, dtype=np.float64) for v in run_session(session, tuple(batch), names)]
 
-
     def session(self, provider: str = "cpu"):
         """onnxruntime's session of the original on ``provider``, opened once (SessionError naming the file)."""
         if provider not in self._sessions:
-            self._sessions[provider] = open_session(self.proto.SerializeToString(), provider, where=self.where)
+            model = self.path or self.proto.SerializeToString()   # no bytes of a model over 2 GB
+            self._sessions[provider] = open_session(model, provider, where=self.where)
         return self._sessions[provider]
+
+    def _fall_back(self, exc: OracleError) -> None:
+        """Evaluate the file on onnxruntime in its own dtype from now on; remember why."""
+        self.why = exc.reason
+        self.graph = Float32Graph(self.proto, self.where, self.path)
 
 
 def as_oracle(model) -> Oracle:
@@ -128,25 +186,14 @@ def as_oracle(model) -> Oracle:
     raise TypeError(f"the oracle must be a torch.nn.Module, an .onnx file or an Oracle, got {type(model).__name__}")
 
 
-def with_outputs(proto: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelProto:
-    """A copy of ``proto`` that also outputs the tensors ``names`` (``proto`` is not modified)."""
-    if not names:
-        return proto
-    probe = copy.deepcopy(proto)
-    existing = {o.name for o in probe.graph.output}
-    for name in names:
-        if name not in existing:
-            probe.graph.output.add(name=name)
-    return probe
-
-
 def in_chunks(run, batch: Batch, chunk: int = ORACLE_CHUNK) -> list[np.ndarray]:
     """``run(batch)`` computed ``chunk`` samples at a time and concatenated; on the whole batch at once
     when an output has no batch axis to concatenate along."""
     n = len(batch[0]) if len(batch) else 0
     if n <= chunk:
         return run(batch)
-    parts = [run(tuple(x[i:i + chunk] for x in batch)) for i in range(0, n, chunk)]
+    parts = [run(tuple(x[i:i + chunk] if np.ndim(x) and len(x) == n else x for x in batch))   # not a weight input
+             for i in range(0, n, chunk)]
     sizes = [min(chunk, n - i) for i in range(0, n, chunk)]
     if any(o.ndim == 0 or o.shape[0] != k for part, k in zip(parts, sizes) for o in part):
         return run(batch)

@@ -48,6 +48,8 @@ class RunCheck:
 class VerifyReport:
     checks: list[RunCheck] = field(default_factory=list)
     rule: str = ""
+    oracle: str = "float64"        # the dtype the ground truth is computed in (float32: onnx.reference could not)
+    claim: str | None = None       # with a float32 oracle, what a pass is worth
     environment: dict = field(default_factory=dict)
     localization: list = field(default_factory=list)   # Divergence objects
     notes: list[str] = field(default_factory=list)     # e.g. "localization: no fold site diverges"
@@ -62,6 +64,8 @@ class VerifyReport:
     def to_dict(self) -> dict:
         return _plain({
             "ok": self.ok,
+            "oracle": self.oracle,
+            "claim": self.claim,
             "rule": self.rule,
             "environment": self.environment,
             "checks": [c.to_dict() for c in self.checks],
@@ -73,7 +77,7 @@ class VerifyReport:
         """A rich Table, one row per check."""
         from rich.table import Table
 
-        t = Table(title="normfold verify: errors against the float64 oracle", title_justify="left")
+        t = Table(title=f"normfold verify: errors against the {self.oracle} oracle", title_justify="left")
         for name, justify in [("run", "left"), ("batch", "right"), ("output", "left"), ("max abs", "right"),
                               ("max rel", "right"), ("mean abs", "right"), ("p99 abs", "right"),
                               ("cosine", "right"), ("top1", "right"), ("top5", "right"),
@@ -99,7 +103,7 @@ class VerifyReport:
         return console.export_text().rstrip("\n").splitlines() + self.summary()
 
     def summary(self) -> list[str]:
-        out = [f"rule: {self.rule}"]
+        out = [f"rule: {self.rule}"] + ([f"claim: {self.claim}"] if self.claim else [])
         out += [d.describe() for d in self.localization]
         out += self.notes
         fails = self.failures()

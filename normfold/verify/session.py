@@ -33,6 +33,8 @@ OPTIMIZATION_LEVELS = {
     "disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL",
 }
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+ORT_DTYPES.update({f"tensor({t})": np.dtype(t).type for t in (
+    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool")})
 
 
 class SessionError(RuntimeError):

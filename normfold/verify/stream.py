@@ -111,7 +111,7 @@ def verify_dataset(
                    min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop, progress=progress)
     if isinstance(dataset, Dataset):
         return _verify_dataset(model, onnx_path, sig, dataset, providers, labels, **options)
-    with contextlib.closing(open_dataset(dataset, list(zip(sig.names, sig.shapes)))) as data:
+    with contextlib.closing(open_dataset(dataset, list(zip(sig.names, sig.shapes, sig.input_dtypes)))) as data:
         return _verify_dataset(model, onnx_path, sig, data, providers, labels, **options)
 
 

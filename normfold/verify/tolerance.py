@@ -32,6 +32,13 @@ rule independently for the tests.
 
 Explicit ``atol``/``rtol`` replace the rule: allowed = atol + rtol * max|oracle|.
 
+Where the original is an .onnx file onnx.reference cannot evaluate (custom-domain
+ops), the oracle is that file on onnxruntime in float32 with optimizations off,
+and e_ref is its spread over other float32 runs of itself: at ORT_ENABLE_ALL,
+and with the input one ulp away (float32_graph.py). The rule is the same; the
+claim is weaker (the truth has the original's own float32 error, unseen), and
+the report says so (``VerifyReport.oracle``, ``claim``).
+
 Over a whole validation set (stream.py) the float64 oracle runs on a sample
 only, and every sample compares a run with the original in the same dtype.
 With e_ref and S = max|oracle| measured on the oracle's sample, sample i of

@@ -8,6 +8,7 @@ import pytest
 from normfold.bench.session import cuda_unavailable_reason
 from normfold.cli import main
 
+from .._cuda import cuda_probe
 from .test_harness import SAMPLE_SHAPE, _fixed_batch_onnx_bytes
 
 
@@ -130,10 +131,13 @@ def test_refuses_to_overwrite_an_input(onnx_file, capsys):
     assert "overwrite" in capsys.readouterr().err
 
 
+def test_cuda_unavailable_reason_agrees_with_an_independent_probe():
+    assert (cuda_unavailable_reason() is None) == (cuda_probe() is None), (cuda_unavailable_reason(), cuda_probe())
+
+
+@pytest.mark.skipif(cuda_probe() is None, reason="CUDA is usable here; the refusal path needs a machine without it")
 def test_cuda_requested_but_unavailable_exits_2(onnx_file, capsys):
     reason = cuda_unavailable_reason()
-    if reason is None:
-        pytest.skip("CUDA works on this machine")
     assert main(["bench", str(onnx_file), *SHAPE, "--providers", "cuda"]) == 2
     err = capsys.readouterr().err
     assert "provider cuda was requested but is unavailable" in err and reason in err

@@ -52,11 +52,18 @@ def test_paired_ratio_cancels_a_load_spike_that_hits_one_round():
 
 
 def test_paired_ratio_beats_unpaired_when_load_drifts():
-    # load drifts between rounds; a is 0.9x of b within each round, but its bursts
-    # happen to land in slower rounds more often: unpaired medians would mislead.
-    load = [1.0, 3.0, 3.0, 1.0, 3.0]
-    a = [[9.0 * f] for f in load]
-    b = [[10.0 * f] for f in load]
+    # The load drifts up from round to round (x1 to x3). Within every round a's median run is 0.9x b's;
+    # a has one slow run (a hiccup) per round, b one fast run. Pooled over the rounds, the unpaired
+    # median, mean and min ratios each say a is the slower (with a steady load the pooled median would
+    # be 0.9 too: the drift is what misleads it); only the ratio paired round by round is 0.9.
+    load = [1.0, 1.2, 1.5, 2.0, 3.0]
+    a = [[9.0 * f * k for k in (0.95, 1.0, 1.6)] for f in load]
+    b = [[10.0 * f * k for k in (0.8, 1.0, 1.05)] for f in load]
+    pooled_a, pooled_b = [t for r in a for t in r], [t for r in b for t in r]
+    unpaired = {"median": statistics.median(pooled_a) / statistics.median(pooled_b),
+                "mean": statistics.fmean(pooled_a) / statistics.fmean(pooled_b),
+                "min": min(pooled_a) / min(pooled_b)}
+    assert all(ratio > 1.05 for ratio in unpaired.values()), unpaired
     assert paired_ratio(a, b) == pytest.approx(0.9)
 
 

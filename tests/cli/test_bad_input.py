@@ -161,8 +161,9 @@ ONE_LINE = {
     "run-onnx-input-shape-too-large": (["run", "in.onnx", "--input-shape", "1000000000,3,8,8", "--out", "o"], None,
                                        "the input of in.onnx of shape 1000000000,3,8,8 needs"),
     "inspect-zero-batch": (["inspect", "user.py:tiny", "--input-shape", "0,3,8,8"], None, "argument --input-shape"),
-    "run-exporter-cannot-export": (["run", "user.py:branch", "--input-shape", "1,3,8,8", "--out", "o"], None,
-                                   "torch.onnx.export failed for Net: GuardOnDataDependentSymNode"),
+    "run-exporter-cannot-export": (["run", "user.py:unexportable", "--input-shape", "1,3,8,8", "--out", "o"], None,
+                                   "no exporter could export Net: torch.onnx.export (dynamo): torch.onnx.export "
+                                   "failed for Net: GuardOnDataDependentSymNode"),
     "run-wrong-rank": (["run", "user.py:tiny", "--input-shape", "1,3,8", "--out", "o"], None,
                        "the model rejects input shape 1,3,8: its forward raised RuntimeError"),
 }

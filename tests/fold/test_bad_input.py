@@ -71,8 +71,9 @@ CALLS = {
     "fold-a-numpy-input": (lambda m, d: normfold.fold(m, X.numpy()), TypeError, "example_inputs[0] is ndarray"),
     "export-empty-inputs": (lambda m, d: normfold.export(m, [], d / "m.onnx"), ExportError,
                             "example_inputs is empty"),
-    "export-data-dependent-branch": (lambda m, d: normfold.export(_net("branch"), X, d / "m.onnx"),
-                                     ExportError, "torch.onnx.export failed for Net: GuardOnDataDependentSymNode: "),
+    "export-no-exporter": (lambda m, d: normfold.export(_net("unexportable"), X, d / "m.onnx"), ExportError,
+                           "no exporter could export Net: torch.onnx.export (dynamo): torch.onnx.export failed for "
+                           "Net: GuardOnDataDependentSymNode: "),
 }
 
 
@@ -95,8 +96,9 @@ def test_bad_call_raises_one_clear_error_and_prints_nothing(tmp_path, capfd, cal
 
 def test_the_exporter_failure_names_the_line_in_the_user_code(tmp_path):
     with pytest.raises(ExportError) as info:
-        normfold.export(_net("branch"), X, tmp_path / "m.onnx")
+        normfold.export(_net("unexportable"), X, tmp_path / "m.onnx")
     assert "(at user_models.py:" in str(info.value) and "y.sum() > 0" in str(info.value)
+    assert "(dynamo=False, TorchScript): " in str(info.value) and "linalg_eigvalsh" in str(info.value)
 
 
 def _bn(var=None, eps=1e-5, **tensors):

@@ -13,6 +13,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from timm import layers as timm_layers
 from torch import nn
 
 import normfold
@@ -20,8 +21,6 @@ from normfold.nn import composite
 
 from ..conftest import assert_equivalent_outputs, populate_stats, run_eager
 from ._helpers import fold_quietly, registered
-
-timm_layers = pytest.importorskip("timm.layers")
 
 SHAPE = (2, 3, 6, 6)
 

@@ -18,12 +18,11 @@ import pytest
 import torch
 from torch import fx, nn
 from torch.utils._pytree import tree_leaves
+from torchvision.models import detection
 
 import normfold
 
 from ..conftest import FLOOR_ULPS, K
-
-detection = pytest.importorskip("torchvision.models.detection")
 
 NO_WEIGHTS = dict(weights=None, weights_backbone=None, num_classes=4)  # few classes: cheap post-processing
 DETECTORS = {  # name: (builder, the parts whose outputs are compared)

@@ -247,6 +247,17 @@ def test_never_updated_statistics_are_reported():
     assert any(line.startswith("warning 1 never updated") for line in result.report.lines())
 
 
+def test_statistics_set_directly_are_not_called_never_updated():
+    """num_batches_tracked stays 0 when statistics are loaded or set by hand: the values decide, not the counter."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)).eval()
+    with torch.no_grad():
+        model[1].running_mean.copy_(torch.randn(4))   # the variance still holds its ones: set directly all the same
+    assert int(model[1].num_batches_tracked) == 0
+    result = _fold(model, torch.randn(2, 3, 6, 6))
+    never = [w for w in result.report.warnings if "never updated" in w]
+    assert len(never) == 1 and never[0].startswith("3 "), never
+
+
 class DataDependent(nn.Module):
     def __init__(self):
         super().__init__()

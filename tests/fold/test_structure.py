@@ -87,7 +87,7 @@ def test_levit_linear_flatten_batchnorm1d_reshape_as():
 
 
 def test_timm_levit_blocks_fold():
-    levit = pytest.importorskip("timm.models.levit")
+    from timm.models import levit
     model = nn.Sequential(levit.LinearNorm(6, 8), nn.Hardswish(), levit.LinearNorm(8, 4))
     _check(model, (2, 5, 6), {"0.bn": ("folded", "0.linear"), "2.bn": ("folded", "2.linear")})
 
@@ -177,7 +177,7 @@ def test_cat_along_a_non_channel_axis_is_refused():
 
 
 def test_timm_mixed_conv_with_batchnormact():
-    layers = pytest.importorskip("timm.layers")
+    from timm import layers
     model = nn.Sequential(layers.MixedConv2d(3, 8, [3, 5, 7]), layers.BatchNormAct2d(8, act_layer=nn.SiLU))
     result = _check(model, (2, 3, 8, 8), {"1": ("folded", "0.0, 0.1, 0.2")})
     assert isinstance(result.model.get_submodule("1.act"), nn.SiLU)

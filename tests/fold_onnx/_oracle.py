@@ -29,19 +29,31 @@ def run32(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarr
     opts.log_severity_level = 3
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     types = {i.name: i.type for i in sess.get_inputs()}
-    cast = {k: v.astype(np.float16 if "float16" in types[k] else np.float32) for k, v in feeds.items()}
+    cast = {k: v.astype(np.float16 if "float16" in types[k] else np.float32) if v.dtype.kind == "f" else v
+            for k, v in feeds.items()}
     return [np.asarray(y, np.float64) for y in sess.run(None, cast)]
 
 
-def feeds_for(model: onnx.ModelProto, shapes: dict | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+def feeds_for(model: onnx.ModelProto, shapes: dict | None = None, seed: int = 0,
+              values: dict | None = None) -> dict[str, np.ndarray]:
+    """Seeded inputs: floats N(0, 1) (as float64), integers 0 or 1 in the input's own type; ``values``: a
+    fixed value per input name (silero-vad's sample rate), broadcast to its shape."""
     rng = np.random.default_rng(seed)
     weights = {t.name for t in model.graph.initializer}
     out = {}
     for inp in model.graph.input:
         if inp.name in weights:
             continue
-        dims = (shapes or {}).get(inp.name) or [d.dim_value if d.dim_value > 0 else 2 for d in inp.type.tensor_type.shape.dim]
-        out[inp.name] = rng.standard_normal(dims)
+        dims = (shapes or {}).get(inp.name)
+        if dims is None:
+            dims = [d.dim_value if d.dim_value > 0 else 2 for d in inp.type.tensor_type.shape.dim]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+        if inp.name in (values or {}):
+            out[inp.name] = np.full(dims, values[inp.name], dtype=dtype)
+        elif dtype.kind == "f":
+            out[inp.name] = rng.standard_normal(dims)
+        else:
+            out[inp.name] = rng.integers(0, 2, dims).astype(dtype)
     return out
 
 

@@ -212,7 +212,70 @@ def identity_beside_shared_output():
     g = Graph((2, 3, 6, 6))
     y = g.bn(g.conv(g.x, 3, 4), 4)
     y = g.op("Mul", [y, g.op("Sigmoid", [g.op("Mul", [y, g.const(np.array([1.0]))])])])
-    return Case(g.build(y), {"Conv": 1, "Sigmoid": 1, "Mul": 1}, {"conv-backward", "identity"})
+    return Case(g.build(y), {"Conv": 1, "Sigmoid": 1, "Mul": 1}, {"conv-backward"}, kwargs={"tidied": 1})
+
+
+def _scalar(g, value):
+    return g.const(np.array([value]))
+
+
+def gelu_between_convs():
+    """GELU as paddle2onnx writes it, x * (1 + erf(x / sqrt 2)) * 0.5, between two convs: its Div and Add
+    are the activation's own arithmetic (not listed), its final * 0.5 folds forward into the next conv."""
+    g = Graph((2, 3, 8, 8))
+    y = g.bn(g.conv(g.x, 3, 6), 6)
+    inner = g.op("Add", [g.op("Erf", [g.op("Div", [y, _scalar(g, 1.4142135)])]), _scalar(g, 1.0)])
+    y = g.op("Mul", [g.op("Mul", [y, inner]), _scalar(g, 0.5)])
+    return Case(g.build(g.conv(y, 6, 4)), {"Conv": 2, "Div": 1, "Erf": 1, "Add": 1, "Mul": 1},
+                {"conv-backward", "conv-forward"})
+
+
+def hardswish_then_learned_affine():
+    """Hardswish x * clip(x + 3, 0, 6) / 6, then a learned scalar scale and shift before a MaxPool: the
+    + 3 and / 6 are the activation's (not listed); the learned affine is a site, skipped with its reason."""
+    g = Graph((2, 3, 8, 8))
+    y = g.bn(g.conv(g.x, 3, 4), 4)
+    gate = g.op("Clip", [g.op("Add", [y, _scalar(g, 3.0)]), g.const(np.array(0.0)), g.const(np.array(6.0))])
+    y = g.op("Div", [g.op("Mul", [y, gate]), _scalar(g, 6.0)])
+    y = g.op("Add", [g.op("Mul", [y, _scalar(g, 1.7)], name="learned_scale"), _scalar(g, -0.2)], name="learned_shift")
+    y = g.op("MaxPool", [y], kernel_shape=[2, 2], name="pool")
+    return Case(g.build(y), {"Conv": 1, "Add": 2, "Clip": 1, "Mul": 2, "Div": 1, "MaxPool": 1}, {"conv-backward"},
+                skipped=("its output feeds pool (MaxPool), not a Conv/Gemm/MatMul",) * 2)
+
+
+def layernorm_before_matmul():
+    """LayerNorm written out: var + eps is arithmetic on a statistic (not listed); gamma and beta fold
+    forward into the projection, beta as an Add after it."""
+    g = Graph((2, 4, 6))
+    d = g.op("Sub", [g.x, g.op("ReduceMean", [g.x], axes=[-1])])
+    var = g.op("ReduceMean", [g.op("Pow", [d, g.const(np.array(2.0))])], axes=[-1])
+    y = g.op("Div", [d, g.op("Sqrt", [g.op("Add", [var, _scalar(g, 1e-5)], name="eps")])])
+    y = g.op("Add", [g.op("Mul", [y, g.const(g.randn(6))]), g.const(g.randn(6))])
+    y = g.op("MatMul", [y, g.const(g.randn(6, 5))])
+    return Case(g.build(y), {"ReduceMean": 2, "Sub": 1, "Pow": 1, "Add": 2, "Sqrt": 1, "Div": 1, "MatMul": 1},
+                {"matmul-forward"})
+
+
+def scaled_sigmoid_without_gate():
+    """sigmoid(2 x) alone is no gate: the scalar Mul is listed when it cannot fold (its conv output is read twice)."""
+    g = Graph((2, 3, 6, 6))
+    y = g.conv(g.x, 3, 4, name="conv")
+    s = g.op("Sigmoid", [g.op("Mul", [y, _scalar(g, 2.0)])])
+    return Case(g.build(g.op("Add", [s, y])), {"Conv": 1, "Mul": 1, "Sigmoid": 1, "Add": 1},
+                skipped=("the output of conv also feeds",))
+
+
+def grid_arithmetic_not_a_site():
+    """An anchor grid computed from the input's shape (Shape -> Gather -> Cast -> Range, + 0.5): no data
+    flows through its Add, which is no norm; the scaled head output beside it is one."""
+    g = Graph((1, 3, 4, "w"))   # a symbolic width: the grid is computed at run time
+    width = g.op("Gather", [g.op("Shape", [g.x]), g.const(np.array(3, np.int64), cast=False)], axis=0)
+    width = g.op("Cast", [width], to=onnx.TensorProto.FLOAT)
+    grid = g.op("Add", [g.op("Range", [g.const(np.array(0.0, np.float32), cast=False), width,
+                                       g.const(np.array(1.0, np.float32), cast=False)]), _scalar(g, 0.5)], name="grid")
+    y = g.op("Mul", [g.op("Relu", [g.x]), _scalar(g, 2.0)], name="head_scale")
+    return Case(g.build(g.op("Add", [y, grid])), {"Shape": 1, "Gather": 1, "Cast": 1, "Range": 1, "Add": 2, "Relu": 1, "Mul": 1},
+                skipped=("its input comes from relu", ))
 
 
 CASES = {
@@ -242,12 +305,22 @@ CASES = {
     "whitening-after-grouped-convtranspose-refused": whitening_after_grouped_conv_transpose,
     "identity-mul-beside-shared-output": identity_beside_shared_output,
     "chain-split-backward-then-forward": split_chain_backward_then_forward,
+    "gelu-arithmetic-not-a-site": gelu_between_convs,
+    "hardswish-arithmetic-not-a-site-learned-affine-is": hardswish_then_learned_affine,
+    "layernorm-eps-not-a-site": layernorm_before_matmul,
+    "scalar-before-sigmoid-without-gate-is-a-site": scaled_sigmoid_without_gate,
+    "anchor-grid-arithmetic-not-a-site": grid_arithmetic_not_a_site,
 }
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_site(name):
-    case = CASES[name]()
+    check_case(CASES[name]())
+
+
+def check_case(case: Case) -> None:
+    """The fold of ``case.model``: the input untouched, the ops left, the rules, notes and skip
+    reasons, every norm reported once, and the folded graph equivalent to the original."""
     before = case.model.SerializeToString()
     folded, report = normfold.fold_onnx(case.model, densify=case.kwargs.get("densify", False))
     assert case.model.SerializeToString() == before, "the input proto was modified"
@@ -257,6 +330,7 @@ def test_site(name):
     ops = collections.Counter(n.op_type for n in folded.graph.node)
     assert dict(ops) == case.left, report.lines()
     assert {f.rule for f in report.folded} == case.rules, report.lines()
+    assert len(report.tidied) == case.kwargs.get("tidied", 0) and {f.rule for f in report.tidied} <= {"identity"}
     for note in case.notes:
         assert any(note in f.note for f in report.folded), (note, report.lines())
     assert len(report.skipped) == len(case.skipped), report.lines()
@@ -266,7 +340,8 @@ def test_site(name):
         assert {len(f.chain) for f in report.folded} == {case.kwargs["chain"]}
 
     # every norm-like node of the original is in the report exactly once
-    named = [n for f in report.folded for n in f.norm.split(",")] + [n for s in report.skipped for n in s.norm.split(",")]
+    named = [n for f in report.folded + report.tidied for n in f.norm.split(",")] + [
+        n for s in report.skipped for n in s.norm.split(",")]
     assert len(named) == len(set(named))
     assert_equivalent(case.model, folded, feeds_for(case.model))
 

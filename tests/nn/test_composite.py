@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from timm import layers
 from torch import nn
 
 from normfold.nn import NotFoldableError, inference_affine, is_norm
 from normfold.nn.composite import SplitError, is_composite, register_composite, split
-
-layers = pytest.importorskip("timm.layers")
 
 
 def _populated(module: nn.Module) -> nn.Module:

@@ -10,6 +10,7 @@ from onnx import TensorProto, helper
 
 from normfold.cli import main
 
+from ..fold_onnx.test_external_data import BAD_DATA
 from ._files import conv_bn_relu
 
 
@@ -34,12 +35,6 @@ def _directory(d):
     return d / "folder.onnx"
 
 
-def _external_data(d):
-    onnx.save(conv_bn_relu()[0], str(d / "ext.onnx"), save_as_external_data=True, location="ext.onnx.data",
-              size_threshold=0)
-    return d / "ext.onnx"
-
-
 def _over_2gb(d):
     with open(d / "huge.onnx", "wb") as f:   # sparse: no disk used
         f.truncate(2**31 + 16)
@@ -50,11 +45,11 @@ def _two_inputs(d):
     return _save(conv_bn_relu(extra_inputs=1)[0], d / "two.onnx")
 
 
-def _int_input(d):
-    graph = helper.make_graph([helper.make_node("Cast", ["ids"], ["y"], to=TensorProto.FLOAT)], "ids",
-                              [helper.make_tensor_value_info("ids", TensorProto.INT64, ["n", 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])])
-    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), d / "ids.onnx")
+def _string_input(d):
+    graph = helper.make_graph([helper.make_node("Identity", ["text"], ["y"])], "text",
+                              [helper.make_tensor_value_info("text", TensorProto.STRING, ["n", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.STRING, ["n", 8])])
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8), d / "text.onnx")
 
 
 def _symbolic(d):
@@ -84,10 +79,12 @@ CASES = {
     "truncated": (_truncated, [], "is not a valid ONNX model"),
     "directory": (_directory, [], "is a directory, not an ONNX file"),
     "missing": (_missing, [], "does not exist"),
-    "external-data": (_external_data, [], "keeps 6 tensors in external data files"),
+    **{f"external-data-{name}": (make, [], message) for name, (make, message) in BAD_DATA.items()},
     "over-2gb": (_over_2gb, [], "over protobuf's 2 GB limit"),
-    "two-inputs": (_two_inputs, [], "takes 2 inputs (x, x1)"),
-    "int64-input": (_int_input, [], "inputs must be float32 or float16 tensors"),
+    "unnamed-shape-of-two-inputs": (_two_inputs, ["--input-shape", "1,3,8,8"],
+                                    "takes 2 inputs (x, x1); name the shape of each: --input-shape x=1,3,8,8"),
+    "unknown-input-name": (_symbolic, ["--input-shape", "image=1,3,8,8"], "has no input 'image' (its inputs: x)"),
+    "string-input": (_string_input, [], "input 'text' is a STRING; normfold feeds float32/float16, integer and bool"),
     "symbolic-dims": (_symbolic, [], "has shape ['n', 3, 'h', 'w'] with symbolic axis 2 (h), axis 3 (w); "
                                      "give --input-shape N,C,H,W"),
     "shape-does-not-fit": (_symbolic, ["--input-shape", "1,4,8,8"], "--input-shape 1,4,8,8 does not fit"),

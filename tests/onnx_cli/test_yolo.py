@@ -21,8 +21,6 @@ from normfold.cli import main
 from ..conftest import FLOOR_ULPS, K
 from . import yolo
 
-pytest.importorskip("ultralytics")
-
 FACTORY = Path(yolo.__file__)
 SHAPE = ",".join(map(str, yolo.SHAPE))
 # name: (factory, ONNX outputs: the eval outputs flattened as the exporter does)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.fold_onnx import third_party
+from tests.conftest import third_party_file
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
@@ -200,8 +200,8 @@ def test_write_gives_an_npz_keyed_by_input_name_and_a_name_label_csv(tmp_path):
     assert (tmp_path / "rec.npz").is_file() and (tmp_path / "rec.csv").is_file()
 
 
-def test_resize_matches_cv2_when_it_is_there():
-    cv2 = pytest.importorskip("cv2")
+def test_resize_matches_cv2():
+    import cv2  # opencv-python: a requirement of ultralytics, a test extra
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (37, 91, 3), dtype=np.uint8)
     for w, h in [(200, 48), (40, 48), (91, 37), (13, 5)]:
@@ -211,22 +211,15 @@ def test_resize_matches_cv2_when_it_is_there():
 
 # ---- the real files ------------------------------------------------------------------------------
 
-def _file(name: str) -> Path:
-    try:
-        return third_party.path(name)
-    except third_party.Unavailable as exc:
-        pytest.skip(f"PaddleOCR's {name} file is not available: {exc}")
-
-
 def _session(path: Path):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def test_dictionary_is_the_rec_files_and_holds_the_rendered_characters():
-    rec = _file("ppocr-rec")
+    rec = third_party_file("ppocr-rec")
     table = metric.characters()
     assert table[0] == "blank" and table[-1] == " " and len(table) == 6625
     assert set(data.ALPHABET) <= set(table)
@@ -235,7 +228,7 @@ def test_dictionary_is_the_rec_files_and_holds_the_rendered_characters():
 
 
 def test_the_fp32_recognizer_reads_rendered_lines():
-    sess = _session(_file("ppocr-rec"))
+    sess = _session(third_party_file("ppocr-rec"))
     assert [i.name for i in sess.get_inputs()] == [data.INPUT]
     x, labels = data.make("rec", 20, seed=123)
     outputs = sess.run(None, {data.INPUT: x})
@@ -246,7 +239,7 @@ def test_the_fp32_recognizer_reads_rendered_lines():
 
 
 def test_the_fp32_classifier_tells_rotated_lines():
-    sess = _session(_file("ppocr-cls"))
+    sess = _session(third_party_file("ppocr-cls"))
     x, labels = data.make("cls", 20, seed=9)
     (out,) = sess.run(None, {data.INPUT: x})
     assert out.shape == (20, 2)                       # class 0 = '0', 1 = '180' (rapidocr's label_list)

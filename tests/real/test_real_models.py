@@ -14,6 +14,10 @@ once:
 * the fold removed what it reports: the folded file, exported with the
   exporter's own BatchNorm fusions off, keeps no more BatchNormalization nodes
   than normfold skipped norms, and a network with batch norms has some folded;
+  a frozen batch norm exports as a Mul and an Add, and each folded one takes
+  its two nodes out of the file;
+* normfold folds at least as many norms as docs/real_models.json records for
+  the model, and skips none that it records folded (a floor per architecture);
 * normfold folds every norm that torch.fx's own fuser fuses, where the fuser's
   model is right (an independent lower bound).
 
@@ -21,6 +25,7 @@ Marked ``real`` (minutes): ``pytest -m "not real"`` leaves them out.
 """
 from __future__ import annotations
 
+import collections
 import re
 import warnings
 from dataclasses import dataclass
@@ -39,10 +44,12 @@ from normfold.zoo.peers import fx_fuse
 from normfold.zoo.randomize import has_running_stats
 
 from ..conftest import fp32_budget, run_eager, run_onnx
+from ..test_docs import table
 
 pytestmark = [pytest.mark.real, pytest.mark.usefixtures("one_torch_thread")]
 
 CALL_SITE = re.compile(r"\[call \d+\]$")
+RECORDED = {m["name"]: m for m in table()["models"]}   # tests/test_docs.py: it covers every model
 
 
 @dataclass
@@ -64,7 +71,6 @@ class Case:
 @pytest.fixture(scope="module", params=list(external.EXTERNAL))
 def case(request, tmp_path_factory) -> Case:
     spec = external.EXTERNAL[request.param]
-    pytest.importorskip(spec.source)
     model = external.build(spec.name)
     x = external.example_input(spec.name)
     oracle, allowed = fp32_budget(model, x)
@@ -131,9 +137,32 @@ def test_the_fold_removes_the_norms_it_reports(case):
         assert report.folded, f"{case.spec.name} has {len(batch_norms)} batch norms and none folded:\n" + "\n".join(
             report.lines()
         )
-    ops = [n.op_type for n in onnx.load(str(exported(case)), load_external_data=False).graph.node]
-    assert ops.count("BatchNormalization") <= len(report.skipped), (
-        f"{ops.count('BatchNormalization')} BatchNormalization nodes left, {len(report.skipped)} norms skipped"
+    ops = node_counts(exported(case))
+    assert ops["BatchNormalization"] <= len(report.skipped), (
+        f"{ops['BatchNormalization']} BatchNormalization nodes left, {len(report.skipped)} norms skipped"
+    )
+    if case.spec.frozen:   # a frozen batch norm is x * scale + shift in the file: one Mul and one Add
+        original = exported(case).with_name("original.onnx")
+        export(case.model, case.x, original)
+        before, folded = node_counts(original), len(report.folded)
+        assert (ops["Mul"], ops["Add"]) == (before["Mul"] - folded, before["Add"] - folded), (
+            f"{case.spec.name}: {folded} frozen batch norms folded; Mul {before['Mul']} -> {ops['Mul']}, "
+            f"Add {before['Add']} -> {ops['Add']}"
+        )
+
+
+def node_counts(path: Path) -> collections.Counter:
+    return collections.Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def test_folds_at_least_what_docs_real_models_json_records(case):
+    recorded = RECORDED[case.spec.name]["normfold"]
+    report = case.result.report
+    was_skipped = {s["norm"] for s in recorded["skip_reasons"]}
+    newly_skipped = [f"{s.norm}: {s.reason}" for s in report.skipped if s.norm not in was_skipped]
+    assert len(report.folded) >= recorded["folded"] and not newly_skipped, (
+        f"{case.spec.name}: {len(report.folded)} norms folded, docs/real_models.json records "
+        f"{recorded['folded']}; newly skipped:\n" + "\n".join(newly_skipped)
     )
 
 

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from normfold.cli import main
-from normfold.verify import cuda_problem
 
+from .._cuda import cuda_probe
 from .conftest import MODELS_FILE, perturbed
 
 BN = f"{MODELS_FILE}:tiny_bn"
@@ -61,6 +61,17 @@ def test_uniform_inputs(bn, tmp_path):
     assert main(["verify", BN, str(path), "--uniform", "0,1", "--batch-sizes", "2", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["inputs"]["kind"] == "uniform" and data["verify"]["environment"]["batch_sizes"] == [2]
+
+
+@pytest.mark.parametrize("shape, sizes", [("1,3,16,16", [1, 3]), ("2,3,16,16", [1, 2, 3])])
+def test_input_shape_checks_a_dynamic_batch_axis_at_1_and_3_as_run_does(bn, tmp_path, shape, sizes):
+    _, _, path, _ = bn
+    assert onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0].dim_param   # dynamic batch
+    out = tmp_path / "r.json"
+    assert main(["verify", BN, str(path), "--input-shape", shape, "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["verify"]["environment"]["batch_sizes"] == sizes
+    assert sorted({c["batch"] for c in data["verify"]["checks"] if c["run"] == "onnx_cpu"}) == sizes
 
 
 def test_precision_fp16_exports_beside_and_verifies(bn, tmp_path):
@@ -124,7 +135,7 @@ def test_bad_input_exits_2_naming_the_problem(bn, tmp_path, capsys, case, expect
     assert err.startswith("normfold: error:") and expect in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.skipif(cuda_problem() is None, reason="CUDA is usable here; the refusal path needs a machine without it")
+@pytest.mark.skipif(cuda_probe() is None, reason="CUDA is usable here; the refusal path needs a machine without it")
 def test_cuda_without_gpu_exits_2_with_one_line(bn, capsys):
     _, _, path, _ = bn
     assert main(["verify", BN, str(path), "--providers", "cpu,cuda"]) == 2

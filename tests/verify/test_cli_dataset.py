@@ -160,6 +160,10 @@ def _bad_case(case, tmp_path, folder, two):
         return ["--inputs", str(root), "--min-accuracy", "0.9"], "--min-accuracy needs --labels"
     if case == "json_is_an_input":
         return ["--inputs", str(root), "--json", str(root / "0" / "0.png")], "would overwrite the input file"
+    if case.startswith("text_file"):   # numpy.load calls any file without its header "pickled data"
+        name = {"text_file": "notes.txt", "text_file_npy": "notes.npy", "text_file_npz": "notes.npz"}[case]
+        (d / name).write_text("these are my notes\n")
+        return ["--inputs", str(d / name)], f"{d / name} is not an .npz/.npy/image file"
     if case == "resize_for_arrays":
         np.save(d / "a.npy", np.zeros((3, 8, 8), np.float32))
         return ["--inputs", str(d)], "axis 2 must be 16, got 8"
@@ -169,6 +173,7 @@ def _bad_case(case, tmp_path, folder, two):
 @pytest.mark.parametrize("case", [
     "not_an_image", "mixed_sizes", "label_names_missing_sample", "unlabelled_sample", "npz_key_not_an_input",
     "zero_samples", "labels_without_inputs", "accuracy_without_labels", "json_is_an_input", "resize_for_arrays",
+    "text_file", "text_file_npy", "text_file_npz",
 ])
 def test_bad_input_exits_2_before_the_oracle_runs(bn, folder, two, tmp_path, capsys, monkeypatch, case):
     stream = importlib.import_module("normfold.verify.stream")

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from normfold.verify.inputs import InputError, batch_of, load_samples, normalize, random_batch
+from normfold.verify.dataset import load_samples
+from normfold.verify.inputs import InputError, batch_of, normalize, random_batch
 
 
 def test_directory_of_images_and_arrays(tmp_path):

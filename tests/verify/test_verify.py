@@ -13,6 +13,7 @@ import torch
 from normfold import export
 from normfold.verify import InputError, SessionError, cuda_problem, verify
 
+from .._cuda import cuda_probe
 from ..conftest import fp32_budget, run_onnx
 from .conftest import perturbed
 
@@ -156,7 +157,11 @@ def test_bad_input_names_the_problem(bn, tmp_path, problem):
         verify(model, path, x, **kwargs)
 
 
-@pytest.mark.skipif(cuda_problem() is not None, reason=f"no usable CUDA for onnxruntime: {cuda_problem()}")
+def test_cuda_problem_agrees_with_an_independent_probe():
+    assert (cuda_problem() is None) == (cuda_probe() is None), (cuda_problem(), cuda_probe())
+
+
+@pytest.mark.skipif(cuda_probe() is not None, reason=f"no usable CUDA for onnxruntime: {cuda_probe()}")
 def test_cuda_provider_runs_without_tf32(bn):
     model, x, path, _ = bn
     report = verify(model, path, x, providers=("cpu", "cuda"))
@@ -166,7 +171,7 @@ def test_cuda_provider_runs_without_tf32(bn):
     assert {c.run for c in report.checks} >= {"onnx_cpu", "onnx_cuda"}
 
 
-@pytest.mark.skipif(cuda_problem() is None, reason="CUDA is usable here; the refusal path needs a machine without it")
+@pytest.mark.skipif(cuda_probe() is None, reason="CUDA is usable here; the refusal path needs a machine without it")
 def test_cuda_without_gpu_is_refused_with_a_reason(bn):
     model, x, path, _ = bn
     with pytest.raises(SessionError, match="--providers cuda: .*(CUDA|GPU)"):

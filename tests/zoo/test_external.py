@@ -38,7 +38,7 @@ def test_external_list_covers_the_families_asked_for():
 def test_one_smallest_variant_of_every_torchvision_classification_family():
     """Smallest by torchvision's own parameter counts (its weights' metadata: nothing is downloaded);
     for VGG the smallest with batch norm."""
-    tvm = pytest.importorskip("torchvision.models")
+    import torchvision.models as tvm
     chosen = {_family(m.builder): m.builder for m in external.EXTERNAL.values()
               if m.source == "torchvision" and not m.frozen}
     assert set(chosen) == TORCHVISION_FAMILIES
@@ -120,8 +120,9 @@ def test_running_statistics_are_drawn_in_units_of_the_norms_input():
 
 
 def test_frozen_batch_norm_buffers_are_randomized():
-    tv_ops = pytest.importorskip("torchvision.ops.misc")
-    model = nn.Sequential(nn.Conv2d(3, 8, 1), tv_ops.FrozenBatchNorm2d(8))
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 1), FrozenBatchNorm2d(8))
     x = torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     randomize_statistics(model, x, seed=0)
     frozen = model[1]

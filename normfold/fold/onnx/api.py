@@ -8,25 +8,36 @@ Contract (the CLI and verify rely on it):
   each Add/Sub/Mul/Div with one constant operand, each channel-mixing region)
   appears once: in ``report.folded`` (``norm``: the site's node name(s), joined by
   ",", after the PyTorch module path(s) where the dynamo exporter recorded them:
-  ``"features.0.1 (node_batch_norm_3)"``; ``into``: the Conv/ConvTranspose/Gemm/MatMul node, or ``""`` with
-  ``rule == "identity"`` for a chain whose map is exactly y = x, removed) or in
-  ``report.skipped`` with the reason.
+  ``"features.0.1 (node_batch_norm_3)"``; ``into``: the Conv/ConvTranspose/Gemm/MatMul node), in
+  ``report.tidied`` (``rule == "identity"``: a chain whose map is exactly y = x, removed; no norm)
+  or in ``report.skipped`` with the reason. Scalar arithmetic inside an activation
+  (GELU's ``/ sqrt 2``, ``+ 1``, ``* 0.5``; Hardswish's ``+ 3``, ``/ 6``) or on a
+  statistic (LayerNorm's ``var + eps``) is no norm: listed only when it folds
+  (``activation``).
+* A weight or bias that several layers read is folded into a copy per layer
+  that takes a fold (``copies``: the bytes added are ``report.added_bytes``, and
+  a copy beyond the bound is refused); a weight that is quantized (a
+  DequantizeLinear's output) takes no fold, and a quantized graph gets a
+  warning saying so (``quantized``).
 * Nodes that are not rewritten keep their names and output tensor names; a
   tensor whose values change gets a new name. The folded graph can be compared
   with the original tensor by tensor. Besides folds, Identity nodes go and a
   Reshape target computed from shapes is stored where it is the same at every
   batch size (``tidy``), as the peer optimizers do.
 * ``FoldError`` (one line naming the file or input) for a file that is not
-  ONNX, keeps external data, exceeds 2 GB, or has symbolic dims that a site
+  ONNX, whose external data is missing, truncated or outside its folder, a
+  ModelProto that refers to external data, or symbolic dims that a site
   needs when ``input_shapes`` does not fix them. An op or opset the pass does
   not know skips only that site, with the reason.
 * The output passes ``onnx.checker.check_model(full_check=True)``.
 
 Layout: ``load`` (read, refuse, working IR copy), ``shapes`` (static shapes as
 evidence), ``sites`` with ``norms`` and ``region`` (what each site computes),
-``layout`` (the layout ops in numpy), ``maps`` (a channel map on an axis), ``graph``
-(what every part asks of the IR), ``rules/`` (one fold per file), ``tidy`` (the two
-rewrites that are no folds), ``fold`` (the pass).
+``layout`` (the layout ops in numpy), ``maps`` (a channel map on an axis), ``through``
+(a map across a channel-preserving Reshape/Flatten/Squeeze/Transpose), ``graph``
+(what every part asks of the IR), ``rules/`` (one fold per file), ``copies`` (shared
+weights), ``quantized`` (quantized weights), ``activation`` (what is no site),
+``tidy`` (the two rewrites that are no folds), ``fold`` (the pass).
 """
 from __future__ import annotations
 
@@ -45,6 +56,7 @@ from . import tidy
 from .fold import OnnxPass
 from .graph import sweep
 from .load import keep_value_info, read, working_copy
+from .serialize import serialize
 from .shapes import infer
 
 
@@ -67,6 +79,14 @@ def fold_onnx(
 
 
 def _fold(model, input_shapes, densify) -> tuple[onnx.ModelProto, FoldReport]:
+    work, report, value_info = _folded_ir(model, input_shapes, densify)   # the working proto goes with its frame
+    out = serialize(work)
+    keep_value_info(value_info, out)
+    return out, report
+
+
+def _folded_ir(model, input_shapes, densify) -> tuple[ir.Model, FoldReport, list]:
+    """The folded onnx-ir model, the report, and the model's value_info."""
     source = read(model)
     shapes = infer(source.skeleton, source.data_inputs, input_shapes, source.label)
     # the shapes as the model declares them (a rewrite that is not a fold must hold for every input)
@@ -86,9 +106,7 @@ def _fold(model, input_shapes, densify) -> tuple[onnx.ModelProto, FoldReport]:
             "declared input dims"
         )
     sweep(work.graph)
-    out = ir.serde.serialize_model(work)
-    keep_value_info(source.proto, out)
-    return out, report
+    return work, report, source.value_info
 
 
 @contextlib.contextmanager

@@ -7,15 +7,19 @@ new weights from the rules; here chains are composed and the graph edited.
    scalars), each feeding only the next. A site without a map (its reason is
    reported) ends a chain.
 2. Backward: fold the longest prefix of each chain into the layer that
-   produces its input (always exact). Safety: that output feeds only the
-   chain and is no graph output; the layer's weight is a stored constant, not
-   a graph input, read by no other node.
+   produces its input (always exact), directly or across layout ops that
+   carry the channel axis whole (``through.py``). Safety: that output (and
+   each layout op's) feeds only the chain and is no graph output; the layer's
+   weight is a stored float constant, not a graph input nor quantized; one
+   that other nodes read too is folded into the layer's own copy (``copies.py``).
 3. Forward: fold the longest suffix of what is left into the one layer that
-   reads its output (Shape/Size readers, which see only the shape, are moved
-   to the chain's input).
+   reads its output, directly or across layout ops (Shape/Size readers, which
+   see only the shape, are moved to the chain's input).
    Before both, a chain whose map is exactly the identity (a Mul by 1) is
-   removed outright (``rule="identity"``, ``into=""``).
-4. Every site not folded is reported with the reason each direction failed.
+   removed outright (listed in ``report.tidied``, ``rule="identity"``).
+4. Every site not folded is reported with the reason each direction failed,
+   but scalar arithmetic inside an activation or on a statistic, which is no
+   norm (``activation.py``).
 
 Names: a layer that absorbs a backward chain writes the chain's output tensor
 (same name, same values); every tensor whose values change gets a new name,
@@ -30,12 +34,15 @@ import torch
 
 from ..algebra import cast
 from ..report import FoldReport, Folded, Skipped
+from . import quantized, through
+from .activation import Activations
+from .copies import Copies
 from .graph import (
-    FLOAT_DTYPES, constant, describe_users, float64, is_constant, is_onnx, label, named, op_version, unknown_version,
-    users,
+    FLOAT_DTYPES, constant, describe_users, float64, is_constant, is_onnx, label, named, op_version, sole_user,
+    unknown_version, users,
 )
 from .maps import AxisMap
-from .region import ELEMENTWISE_OPS
+from .region import ELEMENTWISE_OPS, LAYOUT_OPS
 from .rules import BACKWARD, FORWARD, Layer, Rewrite, Rule, Site, rule_for
 from .shapes import Shapes
 from .sites import Finder, NormSite
@@ -55,6 +62,7 @@ class OnnxPass:
         self.done: set[int] = set()
         self.composed: dict[tuple[int, ...], AxisMap | None] = {}
         self.regions_folded = 0
+        self.copies = Copies.of(self.graph)
 
     # ---- chains ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -79,6 +87,8 @@ class OnnxPass:
                 if shape_of is None or shape_of.scalar:
                     shape_of = seg.map
             chains.append(current)
+        activations = Activations(self.graph)  # read before any fold changes the graph
+        unlisted = {id(s) for s in order if s.kind == "elementwise" and activations.left_out(s.nodes[0], s.data_index)}
         chains = [c for c in (_trimmed(c) for c in chains) if c]
         chains = [c for c in chains if not self._identity(c)]
         for chain in chains:
@@ -89,6 +99,8 @@ class OnnxPass:
                 self._forward(_trimmed(rest))
         refused_ids = {id(s) for s in refused}
         for site in order:
+            if id(site) in unlisted and id(site) not in self.done:
+                continue  # arithmetic inside an activation or on a statistic: no norm (activation.py)
             if id(site) in refused_ids:
                 self.report.skipped.append(Skipped(site.name, site.reason))
             elif id(site) not in self.done:
@@ -96,6 +108,10 @@ class OnnxPass:
                 fwd = self.why_fwd.get(id(site), "?")
                 self.report.skipped.append(Skipped(site.name, f"backward: {back}; forward: {fwd}"))
         self._subgraph_sites(self.graph, "")
+        self.report.added_bytes = self.copies.total
+        warning = quantized.summary(self.graph)
+        if warning is not None:
+            self.report.warnings.append(warning)
 
     def _subgraph_sites(self, graph: ir.Graph, where: str) -> None:
         """Report the norm-like nodes inside If/Loop/Scan bodies, which the pass does not enter: a
@@ -163,41 +179,55 @@ class OnnxPass:
         return True
 
     # ---- backward ----------------------------------------------------------------------------
-    def _producer(self, chain: list[NormSite]) -> tuple[Rule, Layer] | str:
-        """The rule and the layer that produces the chain's input, or why no prefix folds back."""
-        value = chain[0].input
-        producer = value.producer()
+    def _producer(self, chain: list[NormSite]) -> tuple[Rule, Layer, list[ir.Node]] | str:
+        """The rule and the layer that produces the chain's input, directly or through layout ops
+        that only it reads (``through.py``), and those ops; or why no prefix folds back."""
+        value, reader, layouts = chain[0].input, chain[0].nodes[0], []
+        while ((producer := value.producer()) is not None and _layout_op(producer) and not value.is_graph_output()
+               and users(value) == [reader]):
+            layouts.insert(0, producer)
+            value, reader = producer.inputs[0], producer
         if producer is None:
             return f"its input is {_source(value)}, not the output of a Conv/ConvTranspose/Gemm/MatMul"
         rule = rule_for(BACKWARD, producer)
         if rule is None:
-            return f"its input comes from {label(producer)} ({producer.op_type}), not a Conv/ConvTranspose/Gemm/MatMul"
-        if value.is_graph_output() or users(value) != [chain[0].nodes[0]]:
+            return (f"its input comes from {label(producer)} ({producer.op_type}){_through(layouts)}, "
+                    "not a Conv/ConvTranspose/Gemm/MatMul")
+        if value.is_graph_output() or users(value) != [reader]:
             return f"the output of {label(producer)} also feeds {describe_users(value)}"
         layer = self._layer(producer, backward=True)
-        return layer if isinstance(layer, str) else (rule, layer)
+        return layer if isinstance(layer, str) else (rule, layer, layouts)
 
-    def _try_backward(self, sites: list[NormSite], rule: Rule, layer: Layer) -> str | None:
-        got = self._folded(rule, layer, sites)
+    def _try_backward(self, sites: list[NormSite], rule: Rule, layer: Layer, layouts: list[ir.Node]) -> str | None:
+        got = self._folded(rule, layer, sites, layouts, forward=False)
         if isinstance(got, str):
             return got
         rewrite, tensors = got
         tail = sites[-1].output
+        note = self.copies.note(layer.node, tensors["copies"])
         node = self._install(layer, rewrite, tensors)
         out = node.outputs[0]
-        if tensors.get("bias_after") is not None:
+        if tensors.get("bias_after") is not None or layouts:
             out.name = self.fresh(f"{label(node)}_out")
+        if tensors.get("bias_after") is not None:
             out = self._add_after(node, tensors["bias_after"])
+        if layouts:  # the layout ops now carry the folded values: new names, the last takes the chain's
+            out.name = out.name or self.fresh(f"{label(node)}_biased")
+            layouts[0].replace_input_with(0, out)
+            for op in layouts:
+                op.outputs[0].name = self.fresh(f"{label(op)}_out")
+            out = layouts[-1].outputs[0]
         tail.replace_all_uses_with(out, replace_graph_outputs=True)
         self.graph.remove([n for s in sites for n in s.nodes], safe=True)
         _take_name(out, tail)
-        self._record(sites, node, rule.name, "backward", rewrite.note)
+        self._record(sites, node, rule.name, "backward", rewrite.note, note)
         return None
 
     # ---- forward -----------------------------------------------------------------------------
-    def _consumer(self, chain: list[NormSite]) -> tuple[Rule, Layer, list[ir.Node]] | str:
-        """The rule and the layer that reads the chain's output (and the Shape/Size readers beside
-        it), or why no suffix folds forward."""
+    def _consumer(self, chain: list[NormSite]) -> tuple[Rule, Layer, list[ir.Node], list[ir.Node]] | str:
+        """The rule and the layer that reads the chain's output, directly or through layout ops that
+        only the chain feeds (``through.py``), the Shape/Size readers beside it, and those layout ops;
+        or why no suffix folds forward."""
         tail = chain[-1].output
         if tail.is_graph_output():
             return "its output is a graph output"
@@ -206,17 +236,21 @@ class OnnxPass:
         others = [n for n in readers if n not in shape_only]
         if len(others) != 1:
             return f"its output feeds {len(others)} nodes ({describe_users(tail)})"
-        consumer = others[0]
+        consumer, value, layouts = others[0], tail, []
+        while _layout_op(consumer) and (after := sole_user(consumer.outputs[0])) is not None:
+            layouts.append(consumer)
+            value, consumer = consumer.outputs[0], after
         rule = rule_for(FORWARD, consumer)
         if rule is None:
-            return f"its output feeds {label(consumer)} ({consumer.op_type}), not a Conv/Gemm/MatMul"
-        if consumer.inputs[0] is not tail:
+            return f"its output feeds {label(consumer)} ({consumer.op_type}){_through(layouts)}, not a Conv/Gemm/MatMul"
+        if consumer.inputs[0] is not value:
             return f"its output is not the data input of {label(consumer)}"
         layer = self._layer(consumer, backward=False)
-        return layer if isinstance(layer, str) else (rule, layer, shape_only)
+        return layer if isinstance(layer, str) else (rule, layer, shape_only, layouts)
 
-    def _try_forward(self, sites: list[NormSite], rule: Rule, layer: Layer, shape_only: list[ir.Node]) -> str | None:
-        got = self._folded(rule, layer, sites)
+    def _try_forward(self, sites: list[NormSite], rule: Rule, layer: Layer, shape_only: list[ir.Node],
+                     layouts: list[ir.Node]) -> str | None:
+        got = self._folded(rule, layer, sites, layouts, forward=True)
         if isinstance(got, str):
             return got
         rewrite, tensors = got
@@ -226,6 +260,12 @@ class OnnxPass:
             nu, why = cast(rewrite.shift.reshape(1, -1, *[1] * (rank - 2)), tensors["dtype"], "the input shift nu")
             if why is not None:
                 return why
+        if layouts:  # the layout ops now carry the chain's input: new names
+            layouts[0].replace_input_with(0, source)
+            for op in layouts:
+                op.outputs[0].name = self.fresh(f"{label(op)}_out")
+            source = layouts[-1].outputs[0]
+        if rewrite.shift is not None:
             sub = ir.node("Sub", [source, self._initializer(f"{label(consumer)}_shift", nu)],
                           name=self.fresh(f"{label(consumer)}_shift"))
             sub.outputs[0].name = self.fresh(f"{label(consumer)}_shifted")
@@ -236,13 +276,14 @@ class OnnxPass:
         for reader in shape_only:
             for i, v in enumerate(reader.inputs):
                 if v is tail:
-                    reader.replace_input_with(i, source)
+                    reader.replace_input_with(i, sites[0].input)
         consumer.replace_input_with(0, data)
+        note = self.copies.note(consumer, tensors["copies"])
         node = self._install(layer, rewrite, tensors)
         if tensors.get("bias_after") is not None:
             self._bias_after_forward(node, tensors["bias_after"])
         self.graph.remove([n for s in sites for n in s.nodes], safe=True)
-        self._record(sites, node, rule.name, "forward", rewrite.note)
+        self._record(sites, node, rule.name, "forward", rewrite.note, note)
         return None
 
     def _bias_after_forward(self, node: ir.Node, bias: torch.Tensor) -> None:
@@ -273,17 +314,28 @@ class OnnxPass:
         added.name = name
 
     # ---- layers and tensors ------------------------------------------------------------------
-    def _folded(self, rule: Rule, layer: Layer, sites: list[NormSite]) -> tuple[Rewrite, dict] | str:
-        """The rule's rewrite of ``layer`` for the chain ``sites`` and its tensors cast to the
-        layer's dtype; or the first reason not."""
+    def _folded(self, rule: Rule, layer: Layer, sites: list[NormSite], layouts: list[ir.Node],
+                forward: bool) -> tuple[Rewrite, dict] | str:
+        """The rule's rewrite of ``layer`` for the chain ``sites`` (across the layout ops ``layouts``
+        between them) and its tensors cast to the layer's dtype; or the first reason not."""
         m = self._compose(sites)
         if m is None:
             return "the chain's maps act on different axes"
+        if layouts and not m.scalar:
+            m = self._across(m, layouts, forward)
+            if isinstance(m, str):
+                return m
         rewrite = rule.rewrite(Site(layer, m, self.densify))
         if isinstance(rewrite, str):
             return rewrite
         tensors = self._tensors(layer, rewrite)
-        return tensors if isinstance(tensors, str) else (rewrite, tensors)
+        if isinstance(tensors, str):
+            return tensors
+        copies = self.copies.needed(layer.node, tensors)
+        if isinstance(copies, str):
+            return copies
+        tensors["copies"] = copies
+        return rewrite, tensors
 
     def _layer(self, node: ir.Node, backward: bool) -> Layer | str:
         """``node`` as the rules see it, the chain after it (``backward``) or before it; or why it
@@ -293,23 +345,36 @@ class OnnxPass:
             return why
         index_w = 1
         if node.op_type == "MatMul" and not is_constant(node.inputs[1]):
-            return f"{label(node)} (MatMul) has no stored constant right operand (x @ W) to fold into"
+            return (quantized.dequantized("weight", node.inputs[1], node)
+                    or f"{label(node)} (MatMul) has no stored constant right operand (x @ W) to fold into")
         w_value = node.inputs[index_w] if len(node.inputs) > index_w else None
         why = _stored(node, w_value, "weight")
         if why is not None:
             return why
         bias_value = node.inputs[2] if node.op_type in ("Conv", "ConvTranspose", "Gemm") and len(node.inputs) > 2 else None
         if bias_value is not None:
-            why = _stored(node, bias_value, "bias", shared_ok=True)
+            why = _stored(node, bias_value, "bias")
             if why is not None:
                 return why
         weight = float64(w_value)
         if node.op_type == "MatMul" and weight.dim() != 2:
             return f"the weight of {label(node)} (MatMul) has shape {list(weight.shape)}, not a (K, M) matrix"
-        if FLOAT_DTYPES.get(w_value.dtype) is None:
-            return f"the weight of {label(node)} is {w_value.dtype}, not float16/32/64"
         bias = float64(bias_value) if bias_value is not None else None
         return Layer(node, label(node), weight, bias, self.shapes, backward)
+
+    def _across(self, m: AxisMap, layouts: list[ir.Node], forward: bool) -> AxisMap | str:
+        """``m`` moved across the layout ops to the layer's side, proven on static shapes (``through.py``)."""
+        start = layouts[0].inputs[0].name
+        if not self.shapes.static(start):
+            return (f"the shape of {start!r} before {label(layouts[0])} ({layouts[0].op_type}) is not static, so "
+                    "the norm's channel axis cannot be followed across it")
+        versions = [op_version(op, self.opsets) for op in layouts]
+        for op, version in zip(layouts, versions):
+            why = unknown_version(op, version, self.opset)
+            if why is not None:
+                return why
+        axis = through.translate(layouts, versions, self.shapes.every(start), m.axis, forward)
+        return axis if isinstance(axis, str) else AxisMap(m.map, axis)
 
     def _compose(self, sites: list[NormSite]) -> AxisMap | None:
         """The chain's map, composed once (the identity test and each rule ask for it)."""
@@ -320,7 +385,7 @@ class OnnxPass:
 
     def _tensors(self, layer: Layer, rewrite: Rewrite) -> dict | str:
         """The rewrite's tensors cast once to the layer's dtype, or why they do not fit."""
-        dtype = FLOAT_DTYPES[layer.node.inputs[1].dtype]
+        dtype = FLOAT_DTYPES[layer.node.inputs[1].const_value.dtype]
         out: dict = {"dtype": dtype}
         for key, t, what in (("weight", rewrite.weight, "the folded weight"), ("bias", rewrite.bias, "the folded bias"),
                              ("bias_after", rewrite.bias_after, "the folded bias")):
@@ -366,7 +431,8 @@ class OnnxPass:
     def _initializer(self, base: str, t: torch.Tensor) -> ir.Value:
         name = self.fresh(base)
         # the cast tensor's own memory (nothing writes it after the cast), copied once when serialized
-        value = ir.Value(name=name, const_value=ir.Tensor(t.numpy(), name=name))
+        tensor = ir.Tensor(t.numpy(), name=name)
+        value = ir.Value(name=name, type=ir.TensorType(tensor.dtype), shape=ir.Shape(tensor.shape), const_value=tensor)
         self.graph.register_initializer(value)
         return value
 
@@ -378,17 +444,18 @@ class OnnxPass:
         self.names.add(name)
         return name
 
-    def _record(self, sites: list[NormSite], node: ir.Node | None, rule: str, direction: str, note: str) -> None:
+    def _record(self, sites: list[NormSite], node: ir.Node | None, rule: str, direction: str, *notes: str) -> None:
         norms = tuple(s.name for s in sites if s.norm_like)
         layout = [s.name for s in sites if not s.norm_like]
-        notes = [note] + ([f"with the layout no-op {', '.join(layout)}"] if layout else [])
+        notes = [*notes] + ([f"with the layout no-op {', '.join(layout)}"] if layout else [])
         for site in sites:
             self.done.add(id(site))
             if site.kind == "region":
                 self.regions_folded += 1
         into = label(node) if node is not None else ""
+        where = self.report.tidied if rule == "identity" else self.report.folded
         for name in norms:
-            self.report.folded.append(Folded(name, into, direction, rule, norms, "; ".join(n for n in notes if n)))
+            where.append(Folded(name, into, direction, rule, norms, "; ".join(n for n in notes if n)))
 
 
 def _norm_like(node: ir.Node) -> bool:
@@ -434,20 +501,36 @@ def _trimmed(chain: list[NormSite]) -> list[NormSite]:
     return chain[i:j]
 
 
-def _stored(node: ir.Node, value: ir.Value | None, what: str, shared_ok: bool = False) -> str | None:
+def _stored(node: ir.Node, value: ir.Value | None, what: str) -> str | None:
+    """Why the ``what`` (weight or bias) of ``node`` cannot take a fold, or None: it must be a stored
+    float tensor (one other nodes read too gets a copy: ``copies.py``)."""
     if value is None:
         return f"{label(node)} has no {what}"
     if value.is_graph_input():
         return f"the {what} {value.name!r} of {label(node)} is a graph input: it can be replaced at run time"
     if not is_constant(value):
+        why = quantized.dequantized(what, value, node)
+        if why is not None:
+            return why
         producer = value.producer()
-        by = f" (by {label(producer)}, {producer.op_type})" if producer is not None else ""
+        by = f" by {label(producer)} ({producer.op_type})" if producer is not None else ""
         return f"the {what} {value.name!r} of {label(node)} is computed in the graph{by}, not a stored constant"
-    others = [u.node for u in value.uses() if u.node is not node]
-    if others and not shared_ok:
-        return (f"the {what} {value.name!r} of {label(node)} is shared with {', '.join(label(n) for n in others)}, "
-                "which would not get the same fold")
+    dtype = value.const_value.dtype
+    if FLOAT_DTYPES.get(dtype) is None:
+        return (f"the {what} {value.name!r} of {label(node)} is stored as {dtype.name}; the pass folds "
+                "float16/32/64 only")
     return None
+
+
+def _layout_op(node: ir.Node) -> bool:
+    """A layout op with stored arguments: a fold may look across it (``through.py``) when only the
+    chain reads what lies between."""
+    return (is_onnx(node, *LAYOUT_OPS) and len(node.outputs) == 1 and bool(node.inputs) and node.inputs[0] is not None
+            and all(v is None or is_constant(v) for v in node.inputs[1:]))
+
+
+def _through(layouts: list[ir.Node]) -> str:
+    return f" through {', '.join(f'{label(n)} ({n.op_type})' for n in layouts)}" if layouts else ""
 
 
 def _source(value: ir.Value) -> str:

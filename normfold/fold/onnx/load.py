@@ -1,9 +1,16 @@
 """Read the input of the ONNX pass: refuse what it cannot fold, then make the working IR copy.
 
 A file or ModelProto is refused (``FoldError``, one line naming it) when it is
-not an ONNX model, keeps tensors in external data files, or is larger than
-protobuf's 2 GB limit. Everything else is read into an onnx-ir model that is a
-copy: the caller's proto and file are never written.
+not an ONNX model. A file's external data references are checked first
+(``normfold.onnx_file``: a location outside the model's folder, a missing or
+truncated data file is refused); its small tensors are read into the model,
+its large ones stay in their files, read each time the pass needs them
+(``_Unmapped``). A ModelProto that still refers to external data is refused
+(nothing says where its files are). A model over 2 GB is fine: it is never
+serialized whole. Everything else is read into an onnx-ir model: the caller's
+proto and files are never written (a file's proto, which only the pass holds,
+is worked on without a copy). The working proto is let go before the folded
+model is serialized (serialize.py).
 
 The copy is prepared so that constants look like constants: every
 ``Constant`` node of the main graph becomes an initializer of the same name,
@@ -15,9 +22,8 @@ the value of any tensor the model computes from its inputs.
 from __future__ import annotations
 
 import logging
-import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -27,20 +33,28 @@ import onnx_ir as ir
 from onnx import numpy_helper
 
 from ..._messages import error_line
+from ...onnx_file import (
+    MAX_BYTES,
+    SMALL,
+    OnnxFileError,
+    copy_fields,
+    external_tensors,
+    load_external_data,
+    skeleton,
+)
 from ..errors import FoldError
 from . import layout
 from .shapes import Shapes
 
-MAX_BYTES = 2**31 - 1  # protobuf cannot read or write a message beyond 2 GB
-SMALL = 64             # initializers up to this many elements keep their values in the skeleton
-
 
 @dataclass(frozen=True)
 class Source:
-    proto: onnx.ModelProto     # the caller's model (never modified)
+    proto: onnx.ModelProto     # the caller's model (never modified), or, read from a file, ``working`` itself
     label: str                 # names it in messages: the path, or the graph
-    working: onnx.ModelProto   # a copy: Constant nodes lifted, value_info dropped (see working_copy)
-    skeleton: onnx.ModelProto  # the copy without the bytes of large constants (see skeleton())
+    working: onnx.ModelProto   # Constant nodes lifted, value_info dropped (see working_copy)
+    skeleton: onnx.ModelProto  # the working model without the bytes of large constants (see skeleton())
+    value_info: list = field(default_factory=list)   # the model's value_info (see keep_value_info)
+    folder: str = ""           # where the working model's external data files are ("": it has none)
 
     @property
     def data_inputs(self) -> tuple[str, ...]:
@@ -53,93 +67,80 @@ def read(model: onnx.ModelProto | str | os.PathLike) -> Source:
     """The file or proto, checked: a FoldError naming it when the pass cannot take it."""
     if isinstance(model, onnx.ModelProto):
         label = f"the ONNX model (graph {model.graph.name!r})"
-        proto, size = model, None
+        proto, owned = model, False
+        _check_model(proto, label)
+        external = [t.name or "(unnamed)" for t in external_tensors(proto)]
+        if external:
+            raise FoldError(
+                f"{label} keeps {len(external)} tensor(s) in external data files (first: {external[0]!r}), which "
+                "a model in memory cannot locate: pass the .onnx file's path, or onnx.load it with its data"
+            )
     else:
-        path = Path(model)
-        label = str(path)
-        if not path.exists():
-            raise FoldError(f"{label} does not exist")
-        if not path.is_file():
-            raise FoldError(f"{label} is not a file")
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise FoldError(f"{label} is {size / 2**30:.2f} GB, beyond protobuf's 2 GB limit")
-        try:
-            proto = onnx.load(path, load_external_data=False)
-        except Exception as exc:
-            raise FoldError(f"{label} is not an ONNX file ({type(exc).__name__}: {error_line(exc)})") from None
-    tensors, lists = _stored(proto.graph)
-    if size is None:
-        size = _size(proto, tensors, lists)
-        if size > MAX_BYTES:
-            raise FoldError(f"{label} is {size / 2**30:.2f} GB, beyond protobuf's 2 GB limit")
-    _check_external(proto, tensors, label)
-    working = _working(proto)
-    return Source(proto, label, working, _validated(working, label))
+        proto, label, owned = _load(Path(model)), str(model), True
+    folder = str(Path(model).parent) if external_tensors(proto) else ""
+    value_info = _detached(proto.graph.value_info) if owned else list(proto.graph.value_info)
+    working = _working(proto, owned, folder)
+    return Source(working if owned else proto, label, working, _validated(working, label), value_info, folder)
 
 
-def _stored(graph: onnx.GraphProto) -> tuple[list[tuple[str, onnx.TensorProto]], int]:
-    """Every tensor the main graph stores (initializers, tensor attributes), with the name a message
-    gives it, and the count of numbers in attribute lists: one pass over the nodes."""
-    tensors = [(t.name, t) for t in graph.initializer]
-    lists = 0
-    tensor, numbers = onnx.AttributeProto.TENSOR, (onnx.AttributeProto.INTS, onnx.AttributeProto.FLOATS)
-    for node in graph.node:
-        for a in node.attribute:
-            kind = a.type
-            if kind == tensor:
-                t = a.t
-                tensors.append((t.name or node.name, t))
-            elif kind in numbers:
-                lists += len(a.ints) + len(a.floats)
-    return tensors, lists
+def _load(path: Path) -> onnx.ModelProto:
+    """The file's model, its external data checked and its small tensors read, or FoldError naming it."""
+    label = str(path)
+    if not path.exists():
+        raise FoldError(f"{label} does not exist")
+    if not path.is_file():
+        raise FoldError(f"{label} is not a file")
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise FoldError(f"{label} is {size / 2**30:.2f} GB, beyond protobuf's 2 GB limit for one file "
+                        "(a larger model keeps its weights in external data files)")
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as exc:
+        raise FoldError(f"{label} is not an ONNX file ({type(exc).__name__}: {error_line(exc)})") from None
+    _check_model(proto, label)
+    try:
+        load_external_data(proto, path, max_elements=SMALL)
+    except OnnxFileError as exc:
+        raise FoldError(str(exc)) from None
+    return proto
 
 
-def _size(proto: onnx.ModelProto, tensors, lists: int) -> int:
-    """The serialized size, or a bound far below 2 GB when the weights are clearly small.
-
-    upb computes ``ByteSize`` by encoding the whole message (milliseconds per
-    MB); an element count times 10 bytes (the widest encoding of a number, a
-    varint int64) bounds every numeric tensor without touching its data.
-    """
-    g = proto.graph
-    if any(t.data_type == onnx.TensorProto.STRING for _, t in tensors) or proto.functions or len(g.node) > 100_000:
-        return proto.ByteSize()
-    records = len(g.node) + len(g.input) + len(g.output) + len(g.value_info) + len(tensors)
-    bound = 10 * (sum(math.prod(t.dims) for _, t in tensors) + lists) + 4096 * records
-    return proto.ByteSize() if bound > MAX_BYTES // 2 else bound
-
-
-def _check_external(proto: onnx.ModelProto, tensors, label: str) -> None:
+def _check_model(proto: onnx.ModelProto, label: str) -> None:
     if not proto.HasField("graph") or not proto.opset_import or proto.ir_version <= 0:
         raise FoldError(f"{label} is not an ONNX model (no graph, opset or IR version)")
-    external = [name for name, t in tensors if t.data_location == onnx.TensorProto.EXTERNAL]
-    if external:
-        raise FoldError(
-            f"{label} keeps {len(external)} tensor(s) in external data files (first: {external[0]!r}); "
-            "the fold takes a self-contained model (onnx.load it with its data and pass the proto, or re-save it)"
-        )
 
 
-def _working(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """The copy onnx-ir reads (the caller's proto stays untouched): every main-graph ``Constant``
-    node holding a tensor becomes an initializer named as its output, every node of ``_SIMPLE``
-    reading only stored tensors becomes the initializer it computes, and ``value_info`` is left
-    out (the pass has its own shapes; see keep_value_info).
+def _detached(value_info) -> list[onnx.ValueInfoProto]:
+    """Copies of ``value_info``'s entries (the field of the file's proto is cleared for the working model)."""
+    holder = onnx.GraphProto()
+    holder.value_info.extend(value_info)
+    return list(holder.value_info)
+
+
+def _working(proto: onnx.ModelProto, owned: bool, folder: str) -> onnx.ModelProto:
+    """The model onnx-ir reads: every main-graph ``Constant`` node holding a tensor becomes an
+    initializer named as its output, every node of ``_SIMPLE`` reading only stored tensors becomes
+    the initializer it computes, and ``value_info`` is left out (the pass has its own shapes; see
+    keep_value_info). A copy, unless ``owned`` (a file's proto, which no caller holds) and nothing is
+    lifted: then the proto itself, its value_info cleared (a model over 2 GB is held once).
 
     Exporters such as paddle2onnx write every weight as a Constant node (half the nodes of
     PaddleOCR's files), and each node costs onnx-ir far more to read, fold and write than an
     initializer. IR < 4 lists initializers as graph inputs: its nodes are copied as they are.
     """
     source = proto.graph
-    keep, made = _lifted(source, proto) if proto.ir_version >= 4 else (None, [])
+    keep, made = _lifted(source, proto, folder) if proto.ir_version >= 4 else (None, [])
     out = onnx.ModelProto()
-    if not made:  # nothing to lift: one copy in C
-        out.CopyFrom(proto)
+    if not made:  # nothing to lift: one copy in C, or none
+        if owned:
+            out = proto
+        else:
+            out.CopyFrom(proto)
         out.graph.ClearField("value_info")
         return out
-    _copy_fields(proto, out, skip=("graph",))
-    _copy_fields(source, out.graph, skip=("node", "value_info"))
+    copy_fields(proto, out, skip=("graph",))
+    copy_fields(source, out.graph, skip=("node", "value_info"))
     start = len(out.graph.initializer)
     out.graph.initializer.extend(t for t, _ in made)  # copied once, in C
     for tensor, (_, name) in zip(out.graph.initializer[start:], made):
@@ -148,7 +149,7 @@ def _working(proto: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def _lifted(source: onnx.GraphProto, proto: onnx.ModelProto) -> tuple[list[onnx.NodeProto], list]:
+def _lifted(source: onnx.GraphProto, proto: onnx.ModelProto, folder: str) -> tuple[list[onnx.NodeProto], list]:
     """(the nodes that stay, the initializers made of the others as (tensor, name): a Constant
     node's tensor, to be copied into place, or the tensor a node computes), in one pass over the nodes."""
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -167,7 +168,7 @@ def _lifted(source: onnx.GraphProto, proto: onnx.ModelProto) -> tuple[list[onnx.
                 made.append((tensor, name))
                 continue
             elif op != "Constant" and (ins := [i for i in node.input if i]) and all(i in stored for i in ins):
-                value = _evaluate(node, [numpy_helper.to_array(stored[i]) for i in node.input if i], opset)
+                value = _evaluate(node, [numpy_helper.to_array(stored[i], folder) for i in node.input if i], opset)
                 tensor = None if value is None else numpy_helper.from_array(value, node.output[0])
         if tensor is None:
             keep.append(node)
@@ -175,19 +176,6 @@ def _lifted(source: onnx.GraphProto, proto: onnx.ModelProto) -> tuple[list[onnx.
             stored[tensor.name] = tensor
             made.append((tensor, tensor.name))
     return keep, made
-
-
-def _copy_fields(source, target, skip: tuple[str, ...]) -> None:
-    """Every field ``source`` sets, but those in ``skip``, copied into ``target``."""
-    for field, value in source.ListFields():
-        if field.name in skip:
-            continue
-        if field.is_repeated:
-            getattr(target, field.name).extend(value)
-        elif field.type == field.TYPE_MESSAGE:
-            getattr(target, field.name).CopyFrom(value)
-        else:
-            setattr(target, field.name, value)
 
 
 def _validated(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
@@ -201,29 +189,28 @@ def _validated(proto: onnx.ModelProto, label: str) -> onnx.ModelProto:
     return bones
 
 
-def skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """The model without the bytes of its large initializers: each becomes a graph input of its
-    type and shape (what the checker and shape inference need; they read the values of small,
-    shape-like constants only)."""
-    out = onnx.ModelProto(ir_version=max(proto.ir_version, 4))
-    out.opset_import.extend(proto.opset_import)
-    out.functions.extend(proto.functions)
-    g = out.graph
-    g.name = proto.graph.name
-    g.node.extend(proto.graph.node)
-    g.input.extend(proto.graph.input)
-    g.output.extend(proto.graph.output)
-    declared = {i.name for i in g.input}
-    for t in proto.graph.initializer:
-        if math.prod(t.dims) <= SMALL:
-            g.initializer.append(t)
-        elif t.name not in declared:
-            tensor_type = g.input.add(name=t.name).type.tensor_type
-            tensor_type.elem_type = t.data_type
-            dims = tensor_type.shape.dim
-            for d in t.dims:
-                dims.add().dim_value = d
-    return out
+class _Unmapped(ir.ExternalTensor):
+    """onnx-ir's ExternalTensor, read into a new array at each use and unmapped at once.
+
+    A mapped tensor's pages count in the process's memory for as long as the
+    tensor object lives, and a weight the pass replaced goes only with Python's
+    cyclic collector (the IR's nodes and values refer to each other), which
+    the fold pauses: mapped, every folded weight of a model over 2 GB would
+    stay resident beside its folded copy.
+    """
+
+    def numpy(self) -> np.ndarray:
+        array = super().numpy().copy()
+        self.release()
+        return array
+
+    def __array__(self, dtype=None) -> np.ndarray:
+        return self.numpy().__array__(dtype)
+
+    def tobytes(self) -> bytes:
+        data = super().tobytes()
+        self.release()
+        return data
 
 
 def working_copy(source: Source, declared: Callable[[], Shapes]) -> ir.Model:
@@ -238,6 +225,12 @@ def working_copy(source: Source, declared: Callable[[], Shapes]) -> ir.Model:
         model = ir.serde.deserialize_model(source.working)
     except Exception as exc:
         raise FoldError(f"{source.label} is not a valid ONNX model: {type(exc).__name__}: {error_line(exc)}") from None
+    if source.folder:
+        ir.external_data.set_base_dir(model.graph, source.folder)
+        for value in model.graph.initializers.values():
+            if type(t := value.const_value) is ir.ExternalTensor:
+                value.const_value = _Unmapped(t.location, offset=t.offset, length=t.length, dtype=t.dtype,
+                                              shape=t.shape, name=t.name, base_dir=source.folder)
     if _foldable(source.working.graph, declared):
         _annotate(model.graph, declared())
         _fold_constants(model)
@@ -330,12 +323,12 @@ def _fold_constants(model: ir.Model) -> None:
 
 
 
-def keep_value_info(original: onnx.ModelProto, folded: onnx.ModelProto) -> None:
-    """Give the folded graph the original's value_info for every tensor it still computes.
+def keep_value_info(value_info: list[onnx.ValueInfoProto], folded: onnx.ModelProto) -> None:
+    """Give the folded graph the original's ``value_info`` for every tensor it still computes.
 
     A tensor name means the same values in both graphs (the pass renames every
     tensor whose values change), so its declared type and shape still hold.
     """
     computed = {o for n in folded.graph.node for o in n.output}
     computed -= {o.name for o in folded.graph.output} | {vi.name for vi in folded.graph.value_info}
-    folded.graph.value_info.extend(vi for vi in original.graph.value_info if vi.name in computed)
+    folded.graph.value_info.extend(vi for vi in value_info if vi.name in computed)

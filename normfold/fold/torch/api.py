@@ -120,7 +120,24 @@ def _state_warnings(model: nn.Module) -> list[str]:
             out.append(f"{name or type(m).__name__} is in training mode; folded from its running statistics "
                        "(the folded model is in eval mode)")
         tracked = getattr(m, "num_batches_tracked", None)
-        if isinstance(tracked, torch.Tensor) and int(tracked) == 0:
-            out.append(f"{name or type(m).__name__} never updated its statistics (num_batches_tracked == 0): "
-                       "its running statistics are still their initial values")
+        if isinstance(tracked, torch.Tensor) and int(tracked) == 0 and _initial_statistics(m):
+            out.append(f"{name or type(m).__name__} never updated its statistics (num_batches_tracked == 0 and "
+                       "every running statistic still holds its initial value: zeros, ones or the identity)")
     return out
+
+
+def _initial_statistics(m: nn.Module) -> bool:
+    """Whether every ``running_*`` buffer of ``m`` holds a constructor's value: all zeros, all ones or identities.
+
+    The counter alone is no evidence: statistics set directly (loaded from
+    another framework, recalibrated, randomized in a test) leave it at 0.
+    """
+    stats = [b for n, b in m.named_buffers(recurse=False) if n.startswith("running_") and b is not None]
+    return bool(stats) and all(_constant_start(b) for b in stats)
+
+
+def _constant_start(b: torch.Tensor) -> bool:
+    if bool((b == 0).all()) or bool((b == 1).all()):
+        return True
+    return b.dim() >= 2 and b.shape[-1] == b.shape[-2] and torch.equal(b, torch.eye(b.shape[-1], dtype=b.dtype,
+                                                                                     device=b.device).expand_as(b))

@@ -40,6 +40,7 @@ from ...nn.statistics import statistics_problem
 from ..algebra import ChannelMap, cast, compose, split_channels, without_shift
 from ..report import FoldReport, Folded, Skipped
 from .between import Inflow, inflow, layout_of, shape_of, value_users, walk_down, what
+from .layer_check import checked_rewrite
 from .probe import map_reason
 from .rules import BACKWARD, FORWARD, Rewrite, Site, rule_for
 from .split import restore_unfolded, split_composites
@@ -190,8 +191,7 @@ class FoldPass:
             site = Site(self.label(branch.layer.target), module, bm,
                         shape_of(branch.layer.args[0] if branch.layer.args else None), shape_of(branch.layer),
                         self.options.densify, branch.layout)
-            why = rule.check(site)
-            rewrite = rule.rewrite(site) if why is None else why
+            rewrite = checked_rewrite(rule, site)
             if isinstance(rewrite, str):
                 return rewrite if len(flow.branches) == 1 else f"{site.name}: {rewrite}"
             planned.append((branch, rule, rewrite))
@@ -254,8 +254,7 @@ class FoldPass:
             return f"its output is not the only input of {self.label(consumer.target)}"
         site = Site(self.label(consumer.target), module, compose([self.maps[n] for n in nodes]),
                     shape_of(last), shape_of(consumer), self.options.densify, layout_of(shape_of(tail)))
-        why = rule.check(site)
-        rewrite = rule.rewrite(site) if why is None else why
+        rewrite = checked_rewrite(rule, site)
         if isinstance(rewrite, str):
             return rewrite
         shift = None

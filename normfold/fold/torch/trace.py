@@ -1,7 +1,9 @@
 """Trace a model with torch.fx, keeping every norm layer as one node.
 
 Norm layers are leaves (one ``call_module`` node each, whatever package they
-come from). When a submodule cannot be traced (data-dependent control flow,
+come from), and so are subclasses of Conv/ConvTranspose/Linear (fx would
+otherwise trace into their forward and leave a bare ``conv2d`` call that no
+rule can fold into). When a submodule cannot be traced (data-dependent control flow,
 an unsupported call), it becomes a leaf too and tracing is retried: the rest of
 the model still folds, and the fold pass then works inside that submodule
 (see ``parts.py``). When the top-level forward itself cannot be traced,
@@ -29,6 +31,7 @@ from torch import fx, nn
 from ..._messages import typed_line
 from ...nn.affine import is_norm
 from ..errors import FoldError
+from .rules._base import is_subclass
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _CONSTANTS = (type(None), bool, str)
@@ -56,7 +59,8 @@ class _Tracer(fx.Tracer):
         self.failed_in: str | None = None
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return is_norm(m) or qualname in self.opaque or super().is_leaf_module(m, qualname)
+        return (is_norm(m) or qualname in self.opaque or _layer_subclass(m)
+                or super().is_leaf_module(m, qualname))
 
     def call_module(self, m, forward, args, kwargs):
         name = self.path_of_module(m)
@@ -83,6 +87,12 @@ class _Tracer(fx.Tracer):
                 self.create_proxy("call_function", check_structure, (proxy, p.name, structure(value)), {})
             args.append(_rebuild(value, proxy))
         return root_fn, args
+
+
+def _layer_subclass(m: nn.Module) -> bool:
+    """A subclass of Conv/ConvTranspose/Linear with no norm inside: one node, so a norm next to it can fold
+    into it (where its fold is checked against its forward, ``layer_check.py``) rather than into nothing."""
+    return is_subclass(m) and not any(is_norm(s) for s in m.modules())
 
 
 def structure(value: Any) -> Any:

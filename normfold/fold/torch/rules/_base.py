@@ -35,6 +35,9 @@ class Site:
     # A norm on (N, C, *S) seen directly has (C, prod(S)); reshapes between
     # the layer and the norm keep the flat order, so they keep (C, T).
     layout: tuple[int, int] | None = None
+    # the layer pads its input with zeros before its conv (a subclass checked to, ``layer_check.py``):
+    # a forward fold takes the input shift, as for zero padding of the conv's own
+    pads_inside: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,16 +51,22 @@ class Rewrite:
 class Rule:
     name: str
     direction: str                     # "backward" (layer -> norm) or "forward" (norm -> layer)
-    types: tuple[type, ...]            # exact types; a subclass may override forward
+    types: tuple[type, ...]            # base types; a subclass's fold is checked (``layer_check.py``)
     check: Callable[[Site], str | None]
     rewrite: Callable[[Site], "Rewrite | str"]
 
     def matches(self, module: nn.Module) -> bool:
-        return type(module) in self.types
+        return isinstance(module, self.types)
 
 
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONV_TRANSPOSES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+LAYERS = (*CONVS, *CONV_TRANSPOSES, nn.Linear)
+
+
+def is_subclass(module: nn.Module) -> bool:
+    """A layer type the rules know only by a base class: its forward may differ (``layer_check.py``)."""
+    return isinstance(module, LAYERS) and type(module) not in LAYERS
 
 
 def grouped_weight(module: nn.Module) -> tuple[torch.Tensor, int, bool]:

@@ -40,7 +40,7 @@ def rewrite(site: Site) -> Rewrite | str:
         return why
     k, _, _ = grouped_weight(site.module)
     fold = fold_conv(k, site.module.bias, site.map, new_groups, site.name, forward=True,
-                     zero_padded=zero_padded(site.module))
+                     zero_padded=zero_padded(site.module) or site.pads_inside)
     if isinstance(fold, str):
         return fold
     bias = fold.bias if fold.bias is not None else fold.k.new_zeros(fold.k.shape[0] * fold.k.shape[1])
