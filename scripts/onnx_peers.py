@@ -419,6 +419,11 @@ def markdown(results: list[dict], meta: dict) -> str:
                      f"{'yes' if v['nodes_le_best_right_peer'] else 'no'} | "
                      f"{'yes' if v['norm_ops_le_best_right_peer'] else 'no'} | {wall} | {cpu} | {lat} |")
     lines += ["", "## Reading the table", "",
+              "- normfold's row is what `normfold run FILE.onnx` writes: the ONNX-graph fold, then onnxsim on "
+              "the folded graph (normfold.export.simplify: onnxsim twice, with and without its batched "
+              "MatMul+Add -> Gemm fusion, the graph with fewer nodes kept). So its nodes are at most onnxsim's "
+              "wherever the fold adds none, and its time is the fold's plus two onnxsim runs: 2-5x onnxsim's "
+              "alone by construction (the fold alone, before this step, was 0.4-1.5x onnxsim).",
               "- *norm ops* are BatchNormalization + Mul + Add + Sub + Div. normfold folds norms (and removes "
               "exact identities such as a Mul by 1); besides, it drops Identity nodes and stores a Reshape target "
               "computed from shapes where it names the reshaped tensor's own dims (PaddleOCR's flatten: Shape, "
@@ -428,12 +433,6 @@ def markdown(results: list[dict], meta: dict) -> str:
               "Mul/Add in place, so their time is that of a pass that changes nothing; normfold's includes "
               "reading each region's grouped product off its ops and folding its C x C matrix (block by block) "
               "into each conv weight in float64.",
-              "- Where the work is the same (ppocr-cls, mobilenetv2-bn: batch norms into convs, the rest "
-              "left as it is), normfold's Python is about as fast as onnxsim's C++: its fixed cost is reading "
-              "and writing the graph (on ppocr-cls, of about 32 ms timed step by step in "
-              "normfold.fold.onnx.api._fold: 4 ms checking the file and lifting its Constant nodes, 2 ms shape "
-              "inference, 6 ms building the onnx-ir graph, 4 ms writing it; the folds themselves 13 ms). "
-              "Where a file has more to do than batch norms (ppocr-det/rec) normfold is the faster.",
               "- normfold pauses Python's cyclic garbage collector during the fold (the onnx-ir graph is "
               "thousands of linked objects); the collector runs again as the fold returns, and the time "
               "includes that collection of what the fold left.",

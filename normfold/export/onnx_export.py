@@ -152,7 +152,10 @@ class _Job:
         except FoldError as exc:  # not a trace failure: the ONNX front end would meet it too
             raise ExportError(str(exc)) from exc
         if why is None:
-            return self._convert(work, keep_norms=False), report
+            try:
+                return self._convert(work, keep_norms=False), report
+            except ExportError as exc:   # the fx GraphModule, not the model: the ONNX front end takes over
+                why = f"the module torch.fx folded could not be exported ({exc})"
         if self.dtype != torch.float32:
             raise ExportError(f"cannot export at {str(self.dtype).removeprefix('torch.')}: {why}; the ONNX-graph "
                               "fold that takes over folds float32 exports only")

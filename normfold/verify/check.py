@@ -257,8 +257,8 @@ def _batch_sizes(sig: OnnxSignature, requested: Sequence[int] | None, example: i
     if any(b < 1 for b in requested):
         raise InputError(f"batch sizes must be positive, got {list(requested)}")
     if not sig.dynamic_batch and any(b != fixed for b in requested):
-        raise InputError(f"the ONNX model's batch is fixed at {fixed} (declared, or carried by another input's "
-                         f"inner axis); cannot check batch sizes {list(requested)}")
+        raise InputError(f"the ONNX model has a fixed batch size of {fixed} (declared, or carried by another "
+                         f"input's inner axis); cannot check batch sizes {list(requested)}")
     return requested
 
 

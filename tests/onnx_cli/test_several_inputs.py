@@ -143,9 +143,10 @@ def test_verify_passes_the_folded_file_and_fails_a_wrong_one(folded, tmp_path, c
     capsys.readouterr()
     assert codes == {"folded": 0, "broken": 1}
     data = json.loads((tmp_path / "folded.json").read_text())
-    if inputs == "random":
-        assert data["inputs"]["shapes"] == {"image": [2, 3, 12, 12], "im_shape": [2, 2], "scale_factor": [2, 2],
-                                            "valid": [2, 2], "channel": [1]}
+    if inputs == "random":   # a dynamic batch: 1 and 3 as run checks, and the 2 given; one example of 3 rows
+        assert data["verify"]["environment"]["batch_sizes"] == [1, 2, 3]
+        assert data["inputs"]["shapes"] == {"image": [3, 3, 12, 12], "im_shape": [3, 2], "scale_factor": [3, 2],
+                                            "valid": [3, 2], "channel": [1]}
     else:
         assert data["dataset"]["total"] == 5
         assert data["inputs"]["shapes"]["channel"] == [1] and data["inputs"]["shapes"]["image"] == [3, 12, 12]

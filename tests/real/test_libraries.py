@@ -87,3 +87,35 @@ def test_every_called_norm_folds_into_the_library_conv_subclass(name):
     into = {type(result.model.get_submodule(f.into)).__name__ for f in result.report.folded}
     assert subclass in into, into
     assert_equivalent_outputs(model, run_eager(result.model, x), x)
+
+
+class _RTDETRHead(nn.Module):
+    """Ultralytics' RT-DETR decoder (the part of RT-DETR-l with the query TopK and the cached anchors) on three
+    levels of one feature map: small enough for CI, the same code as ``RTDETRDetectionModel("rtdetr-l.yaml")``'s
+    head."""
+
+    def __init__(self):
+        super().__init__()
+        from ultralytics.nn.modules.head import RTDETRDecoder
+
+        self.decoder = RTDETRDecoder(nc=8, ch=(16, 16, 16), hd=32, nq=30, ndp=2, nh=2, ndl=2, d_ffn=64)
+
+    def forward(self, x):
+        return self.decoder([x, nn.functional.avg_pool2d(x, 2), nn.functional.avg_pool2d(x, 4)])
+
+
+def test_rtdetr_decoder_folds_exports_and_verifies(tmp_path):
+    """The decoder caches its anchors in forward: the fold's shape propagation on fake tensors must not leave
+    fake anchors in the folded model (it returned fake tensors, and verify failed), and its TopK outputs are
+    compared row-matched."""
+    torch.manual_seed(0)
+    model = populate(_RTDETRHead(), (2, 16, 16, 16), steps=2).eval()
+    x = torch.randn(1, 16, 16, 16, generator=torch.Generator().manual_seed(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = normfold.export(model, x, tmp_path / "m.onnx")
+        report = normfold.verify(model, result.path, x)
+    assert report.ok, str(report)
+    assert len(result.fold_report.folded) >= 3
+    assert any("computed through TopK" in n for n in report.notes)
+    assert {c.run for c in report.checks} >= {"folded_fp32", "onnx_cpu"}

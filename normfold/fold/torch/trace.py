@@ -33,7 +33,7 @@ from ...nn.affine import is_norm
 from ..errors import FoldError
 from .rules._base import is_subclass
 
-_TORCH_DIR = os.path.dirname(torch.__file__)
+_TORCH_DIR = os.path.dirname(torch.__file__) + os.sep   # with the separator: torchvision's files are not torch's
 _CONSTANTS = (type(None), bool, str)
 
 
